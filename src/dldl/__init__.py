@@ -1,0 +1,28 @@
+"""dldl: facial age and attractiveness estimation by deep label-distribution learning (DLDL-v2).
+
+>>> import dldl
+>>> dldl.create_model("tiny_age_net").head.out_features
+101
+"""
+
+__version__ = "0.1.0"
+
+from dldl.labels import LabelSet  # noqa: E402
+from dldl.models import create_model, list_models  # noqa: E402
+
+
+def load(name_or_path, device="cpu"):
+    """A ready Estimator from a shipped model name or a checkpoint path (see dldl.pretrained.load)."""
+    from dldl.pretrained import load as _load
+
+    return _load(name_or_path, device)
+
+
+def list_pretrained() -> list[str]:
+    """Names of the models shipped with the package."""
+    from dldl.pretrained import list_pretrained as _list
+
+    return _list()
+
+
+__all__ = ["LabelSet", "create_model", "list_models", "load", "list_pretrained", "__version__"]

@@ -1,0 +1,90 @@
+"""Reading images safely: every failure becomes a one-line :class:`~dldl.errors.DataError`.
+
+Handles EXIF orientation, grayscale / CMYK / palette / alpha / 16-bit inputs (all become 8-bit RGB)
+and refuses decompression bombs (more than :data:`MAX_PIXELS` pixels).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dldl.errors import DataError
+
+MAX_PIXELS = 60_000_000  # ~ 7700 x 7700; larger files are refused (decompression-bomb guard)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = arr.max() if arr.size and arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Open an image file as an 8-bit RGB PIL image with EXIF orientation applied.
+
+    Raises:
+        DataError: the file is missing, empty, not an image, truncated, or too large.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(p, "file not found")
+    if p.is_dir():
+        raise DataError(p, "is a folder, not an image file")
+    if p.stat().st_size == 0:
+        raise DataError(p, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise DataError(p, f"image is {w}x{h} = {w * h:,} pixels, above the limit of {MAX_PIXELS:,}")
+                if w < 1 or h < 1:
+                    raise DataError(p, f"image has no pixels ({w}x{h})")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(p, f"image is too large (decompression-bomb guard): {e}") from None
+    except UnidentifiedImageError:
+        raise DataError(p, "not a readable image (unknown format or corrupted)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(p, f"cannot decode image: {e}") from None
+
+
+def square_resize(img: Image.Image, size: int) -> np.ndarray:
+    """Centre-crop ``img`` to a square and resize it to ``size x size``: ``(size, size, 3)`` uint8.
+
+    Aligned face crops are already square, so for them this is a plain resize.
+
+    >>> square_resize(Image.new("RGB", (40, 20), (255, 0, 0)), 8).shape
+    (8, 8, 3)
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    if (w, h) != (side, side):
+        img = img.crop((left, top, left + side, top + side))
+    if side != size:
+        img = img.resize((size, size), Image.Resampling.BICUBIC if size > side else Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def load_face(path: str | Path, size: int) -> np.ndarray:
+    """:func:`read_image` then :func:`square_resize`: a ``(size, size, 3)`` uint8 array."""
+    return square_resize(read_image(path), size)

@@ -1,0 +1,46 @@
+"""The record every dataset reader produces: one labelled face image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One face image and its label.
+
+    Attributes:
+        path: the image file (absolute, or relative to the current directory).
+        label: the ground-truth value (age in years, mean beauty score, ...).
+        sigma: the per-image label std (ChaLearn's annotator std); ``None`` = use the configured one.
+        histogram: rater counts per score bin (MEBeauty, SCUT-FBP); ``None`` if unknown.
+        meta: free-form metadata (gender, ethnicity, ...), used for per-group metrics.
+    """
+
+    path: Path
+    label: float
+    sigma: float | None = None
+    histogram: tuple[float, ...] | None = None
+    meta: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class SampleList:
+    """The samples of one split of one dataset.
+
+    Attributes:
+        name: e.g. ``"utkface/coral_train"``.
+        samples: the records, in file order.
+        histogram_bins: the score of each histogram bin (e.g. ``(1.0, ..., 10.0)``) when samples
+            carry histograms, else ``None``.
+        source: the label/split file(s) read, for error messages and cache keys.
+    """
+
+    name: str
+    samples: list[Sample]
+    histogram_bins: tuple[float, ...] | None = None
+    source: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.samples)

@@ -1,0 +1,207 @@
+"""Label sets and label distributions (the targets of DLDL / DLDL-v2).
+
+A *label set* is the discrete, evenly spaced set of values ``l_1 < ... < l_K`` the network
+predicts a distribution over: ages 0..100 step 1, beauty 1..5 step 0.1, or any range/step.
+A *label distribution* is a ``(N, K)`` tensor whose rows sum to 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+AGE_RANGE = (0.0, 100.0, 1.0)
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Evenly spaced labels ``start, start + step, ..., stop`` (``stop`` included).
+
+    >>> LabelSet(0, 100, 1).num_labels
+    101
+    >>> LabelSet(1, 5, 0.1).values()[:3]
+    tensor([1.0000, 1.1000, 1.2000], dtype=torch.float64)
+    """
+
+    start: float
+    stop: float
+    step: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start) and math.isfinite(self.stop) and math.isfinite(self.step)):
+            raise ValueError(f"label set needs finite start/stop/step, got {self}")
+        if self.step <= 0:
+            raise ValueError(f"label set step must be > 0, got {self.step}")
+        if self.stop < self.start:
+            raise ValueError(f"label set stop {self.stop} is below start {self.start}")
+        n = (self.stop - self.start) / self.step
+        if abs(n - round(n)) > 1e-6:
+            raise ValueError(f"({self.stop} - {self.start}) is not a multiple of step {self.step}")
+
+    @property
+    def num_labels(self) -> int:
+        return int(round((self.stop - self.start) / self.step)) + 1
+
+    def values(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
+        """The ``(K,)`` label values."""
+        idx = torch.arange(self.num_labels, dtype=torch.float64, device=device)
+        return (self.start + idx * self.step).to(dtype)
+
+    def contains(self, y: float) -> bool:
+        """Whether ``y`` lies inside ``[start, stop]`` (with a small tolerance)."""
+        tol = 1e-6 * max(1.0, self.step)
+        return self.start - tol <= y <= self.stop + tol
+
+    def nearest_index(self, y: Tensor) -> Tensor:
+        """Index of the label nearest to each value of ``y`` (clamped to the set), shape of ``y``.
+
+        >>> LabelSet(0, 10, 2).nearest_index(torch.tensor([0.9, 1.1, 42.0]))
+        tensor([0, 1, 5])
+        """
+        idx = torch.round((y.to(torch.float64) - self.start) / self.step)
+        return idx.clamp(0, self.num_labels - 1).long()
+
+    def to_dict(self) -> dict[str, float]:
+        return {"start": self.start, "stop": self.stop, "step": self.step}
+
+    @classmethod
+    def parse(cls, text: str) -> "LabelSet":
+        """Parse ``"start:stop:step"`` (or ``"start:stop"``, step 1).
+
+        >>> LabelSet.parse("1:5:0.1").num_labels
+        41
+        """
+        parts = text.split(":")
+        if len(parts) not in (2, 3):
+            raise ValueError(f"label set must look like start:stop[:step], got {text!r}")
+        try:
+            nums = [float(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"label set must look like start:stop[:step], got {text!r}") from None
+        return cls(*nums)
+
+
+def _check_1d(name: str, x: Tensor) -> None:
+    if x.dim() != 1:
+        raise ValueError(f"{name} must have shape (N,), got {tuple(x.shape)}")
+
+
+def gaussian_distribution(y: Tensor, sigma: Tensor | float, labels: LabelSet) -> Tensor:
+    """Discretised Gaussian label distributions centred on ``y``.
+
+    ``p_k = exp(-(l_k - y)^2 / (2 sigma^2)) / Z`` over the label set. ``sigma`` is a float or a
+    per-sample ``(N,)`` tensor. ``sigma == 0`` gives a one-hot on the nearest label (the limit).
+    A label outside the set gets the normalised tail of its Gaussian (mass on the nearest end).
+
+    Args:
+        y: ``(N,)`` labels.
+        sigma: float or ``(N,)`` standard deviations, ``>= 0``.
+    Returns:
+        ``(N, K)`` float32 distribution, rows sum to 1.
+
+    >>> p = gaussian_distribution(torch.tensor([2.0]), 1.0, LabelSet(0, 4, 1))
+    >>> [round(v, 3) for v in p[0].tolist()]
+    [0.054, 0.244, 0.403, 0.244, 0.054]
+    >>> gaussian_distribution(torch.tensor([2.4]), 0.0, LabelSet(0, 4, 1))
+    tensor([[0., 0., 1., 0., 0.]])
+    """
+    _check_1d("y", y)
+    sig = torch.as_tensor(sigma, dtype=torch.float64, device=y.device)
+    if sig.dim() == 0:
+        sig = sig.expand(y.shape[0])
+    if sig.shape != y.shape:
+        raise ValueError(f"sigma must have shape {tuple(y.shape)} like y, got {tuple(sig.shape)}")
+    if bool((sig < 0).any()) or not bool(torch.isfinite(sig).all()):
+        raise ValueError("sigma must be finite and >= 0")
+    values = labels.values(device=y.device)  # (K,)
+    diff = values[None, :] - y.to(torch.float64)[:, None]  # (N, K)
+    safe = sig.clamp_min(1e-12)[:, None]
+    logits = -0.5 * (diff / safe) ** 2
+    p = torch.softmax(logits, dim=1)  # normalised, stable even far from the set
+    zero = sig == 0
+    if bool(zero.any()):
+        onehot = torch.zeros_like(p)
+        onehot[torch.arange(len(y), device=y.device), labels.nearest_index(y)] = 1.0
+        p = torch.where(zero[:, None], onehot, p)
+    return p.to(torch.float32)
+
+
+def histogram_distribution(counts: Tensor, bin_values: Tensor, labels: LabelSet) -> Tensor:
+    """Empirical label distributions from rater histograms, re-binned onto a label set.
+
+    Each histogram bin's mass goes to the label set by linear interpolation between the two
+    nearest labels (mass outside the set goes to the nearest end), so the mean is kept when the
+    bins lie inside the set.
+
+    Args:
+        counts: ``(N, B)`` non-negative rater counts (or frequencies) per score bin.
+        bin_values: ``(B,)`` the score of each bin (e.g. 1..10).
+    Returns:
+        ``(N, K)`` float32 distribution, rows sum to 1.
+
+    >>> h = torch.tensor([[0., 2., 2.]])
+    >>> histogram_distribution(h, torch.tensor([1., 2., 3.]), LabelSet(1, 3, 0.5))
+    tensor([[0.0000, 0.0000, 0.5000, 0.0000, 0.5000]])
+    """
+    if counts.dim() != 2:
+        raise ValueError(f"counts must have shape (N, B), got {tuple(counts.shape)}")
+    _check_1d("bin_values", bin_values)
+    if counts.shape[1] != bin_values.shape[0]:
+        raise ValueError(
+            f"counts has {counts.shape[1]} bins (shape {tuple(counts.shape)}) but bin_values has "
+            f"shape {tuple(bin_values.shape)}"
+        )
+    c = counts.to(torch.float64)
+    if bool((c < 0).any()) or not bool(torch.isfinite(c).all()):
+        raise ValueError("histogram counts must be finite and >= 0")
+    total = c.sum(dim=1, keepdim=True)
+    if bool((total <= 0).any()):
+        raise ValueError("every histogram needs at least one rating")
+    pos = ((bin_values.to(torch.float64) - labels.start) / labels.step).clamp(0, labels.num_labels - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=labels.num_labels - 1)
+    w_hi = pos - lo.to(torch.float64)
+    weights = torch.zeros(bin_values.shape[0], labels.num_labels, dtype=torch.float64)  # (B, K)
+    rows = torch.arange(bin_values.shape[0])
+    weights[rows, lo] += 1 - w_hi
+    weights[rows, hi] += w_hi
+    return ((c / total) @ weights).to(torch.float32)
+
+
+def expectation(p: Tensor, labels: LabelSet) -> Tensor:
+    """The expected label ``E[p] = sum_k p_k l_k`` of ``(N, K)`` distributions, shape ``(N,)``.
+
+    >>> expectation(torch.tensor([[0.5, 0.0, 0.5]]), LabelSet(0, 2, 1))
+    tensor([1.])
+    """
+    if p.dim() != 2 or p.shape[1] != labels.num_labels:
+        raise ValueError(f"p must have shape (N, {labels.num_labels}), got {tuple(p.shape)}")
+    return p @ labels.values(dtype=p.dtype, device=p.device)
+
+
+def posterior_median(p: Tensor, labels: LabelSet) -> Tensor:
+    """The median label of ``(N, K)`` distributions, shape ``(N,)``: the first label whose
+    cumulative probability reaches 0.5.
+
+    >>> posterior_median(torch.tensor([[0.2, 0.2, 0.1, 0.5]]), LabelSet(0, 3, 1))
+    tensor([2.])
+    """
+    return quantile(p, labels, 0.5)
+
+
+def quantile(p: Tensor, labels: LabelSet, q: float) -> Tensor:
+    """The ``q``-quantile label of ``(N, K)`` distributions, shape ``(N,)``.
+
+    >>> quantile(torch.tensor([[0.1, 0.8, 0.1]]), LabelSet(0, 2, 1), 0.95)
+    tensor([2.])
+    """
+    if p.dim() != 2 or p.shape[1] != labels.num_labels:
+        raise ValueError(f"p must have shape (N, {labels.num_labels}), got {tuple(p.shape)}")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    cdf = p.to(torch.float64).cumsum(dim=1)
+    idx = (cdf < q - 1e-9).sum(dim=1).clamp(max=labels.num_labels - 1)
+    return labels.values(dtype=p.dtype, device=p.device)[idx]
