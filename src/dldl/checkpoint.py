@@ -1,0 +1,64 @@
+"""Checkpoint files: atomic writes, safe (weights-only) reads, clear errors.
+
+A checkpoint is a plain dict of tensors and Python primitives saved with ``torch.save``; it is read
+back with ``torch.load(weights_only=True)``, which never unpickles code. Writes go to a temporary
+file in the same folder, are flushed to disk, then renamed over the target, so a crash or ``kill -9``
+mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dldl.errors import CheckpointError
+
+FORMAT = "dldl"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Atomically write ``payload`` (plus format tags) to ``path``; returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` onto the CPU, weights-only.
+
+    Raises:
+        CheckpointError: missing, empty, truncated/corrupted, not a dldl file, or a newer format.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(p, "checkpoint file not found")
+    if p.stat().st_size == 0:
+        raise CheckpointError(p, "checkpoint file is empty (0 bytes)")
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
+        raise CheckpointError(p, f"refused to load: not a plain weights file ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(p, f"checkpoint is truncated or corrupted ({first})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(p, "not a dldl checkpoint (no 'format: dldl' tag)")
+    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(p, f"written by a newer dldl (format {data['format_version']} > {FORMAT_VERSION})")
+    return data

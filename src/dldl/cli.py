@@ -1,0 +1,262 @@
+"""The ``dldl`` command: train, eval, predict, info.
+
+Every error a user can cause (a bad path, an unreadable image, a malformed label file, a label
+outside the label set, a damaged checkpoint) is printed as one line naming the file and the
+problem, with exit status 2; ``--debug`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from dldl.errors import DldlError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Facial age and attractiveness estimation by deep label-distribution learning (DLDL-v2).")
+err = Console(stderr=True)
+state = {"debug": False}
+SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"
+DEFAULT_MODEL = "tiny_age_net-utkface"
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    state["debug"] = debug
+
+
+def run() -> None:
+    """Console entry point: run the app, turning user errors into one clear line."""
+    try:
+        app(standalone_mode=False)
+    except DldlError as e:
+        _fail(str(e))
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        _fail(f"{e.filename}: {e.strerror}")
+    except ValueError as e:
+        _fail(str(e))
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        _fail("aborted")
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+def _fail(message: str) -> None:
+    if state["debug"]:
+        raise
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of TrainConfig fields.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Preset: 'cpu' (64 px TinyAgeNet) or 'paper' (224 px, 60 epochs).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="utkface, mebeauty, chalearn15, chalearn16, morph, scut-fbp5500, scut-fbp, cfd or csv.")] = None,
+    root: Annotated[Optional[str], typer.Option(help="Dataset folder (or the CSV manifest for --dataset csv).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="thin_age_net, tiny_age_net or vgg16_bn.")] = None,
+    loss: Annotated[Optional[str], typer.Option(help="dldl_v2, dldl, softmax, l1, l2, ranking or expectation_l1.")] = None,
+    epochs: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Network input side, a multiple of 32.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (checkpoints, log.jsonl, report.json).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any TrainConfig field: --set lam=0.1 --set labels=1:10:0.1")] = None,
+) -> None:
+    """Train a model. Example (CPU, UTKFace coral split):
+
+    dldl train --profile cpu --root ../shared/data/utkface --out runs/tiny64
+    """
+    from dldl.train import PROFILES, TrainConfig, train as run_training
+
+    fields: dict[str, Any] = {}
+    if profile:
+        if profile not in PROFILES:
+            raise DldlError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+        fields.update(PROFILES[profile])
+    if config:
+        try:
+            loaded = yaml.safe_load(Path(config).read_text())
+        except FileNotFoundError:
+            raise DldlError(f"{config}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise DldlError(f"{config}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise DldlError(f"{config}: expected a mapping of TrainConfig fields")
+        fields.update(loaded)
+    options = dict(dataset=dataset, root=root, model=model, loss=loss, epochs=epochs, batch_size=batch_size,
+                   input_size=input_size, out_dir=out, device=device, seed=seed)
+    fields.update({k: v for k, v in options.items() if v is not None})
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DldlError(f"--set {item!r}: expected KEY=VALUE")
+        fields[key.strip()] = _parse_value(value)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise DldlError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    fields["resume"] = resume or fields.get("resume", False)
+    try:
+        cfg = TrainConfig(**fields)
+    except TypeError as e:
+        raise DldlError(f"bad config: {e}") from None
+    if cfg.root is None and cfg.dataset != "csv":
+        raise DldlError("no dataset folder: give --root DIR (e.g. --root ../shared/data/utkface)")
+    report = run_training(cfg)
+    if "test" in report:
+        typer.echo(json.dumps({"test_mae": report["test"]["mae"], "best_val_mae": report["best_val_mae"],
+                               "out": cfg.out_dir}))
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Option(help="A shipped model name (dldl info) or a checkpoint path.")] = DEFAULT_MODEL,
+    dataset: Annotated[str, typer.Option(help="Dataset kind (see dldl train --help).")] = "utkface",
+    root: Annotated[Optional[str], typer.Option(help="Dataset folder (or CSV manifest).")] = None,
+    split: Annotated[str, typer.Option(help="Split name or split file, e.g. coral_test.")] = "coral_test",
+    plots: Annotated[Optional[Path], typer.Option(help="Write PNG plots into this folder.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report to this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report as the last stdout line.")] = False,
+    device: Annotated[str, typer.Option()] = "cpu",
+    cache_dir: Annotated[Optional[str], typer.Option(help="Decoded-image cache folder (default ~/.cache/dldl).")] = None,
+) -> None:
+    """Evaluate a model on a dataset split: MAE, CS, epsilon-error, RMSE, Pearson, MAE by group."""
+    from dldl.data.sources import check_labels_in, load_dataset
+    from dldl.evaluate import evaluate
+    from dldl.pretrained import load
+
+    if root is None and dataset != "csv":
+        raise DldlError("no dataset folder: give --root DIR")
+    estimator = load(model, device)
+    samples = load_dataset(dataset, root, split)
+    check_labels_in(samples, estimator.labels)
+    report = {"model": str(model), "dataset": dataset, "split": split,
+              **evaluate(estimator, samples, cache_dir, plots, progress=not as_json)}
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    table = Table(title=f"{model} on {dataset}/{split} ({report['count']} images)")
+    table.add_column("metric")
+    table.add_column("flip TTA", justify="right")
+    table.add_column("no TTA", justify="right")
+    for key in ("mae", "rmse", "pearson", "cs5", "epsilon_error"):
+        if key in report:
+            table.add_row(key, f"{report[key]:.4f}", f"{report['no_flip'][key]:.4f}")
+    Console().print(table)
+
+
+@app.command()
+def predict(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Aligned face-crop images or folders (default: the bundled samples).")] = None,
+    model: Annotated[str, typer.Option(help="A shipped model name or a checkpoint path.")] = DEFAULT_MODEL,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    no_tta: Annotated[bool, typer.Option("--no-tta", help="Skip horizontal-flip test-time augmentation.")] = False,
+    device: Annotated[str, typer.Option()] = "cpu",
+) -> None:
+    """Estimate age (or beauty) for aligned face crops, one result per image.
+
+    Unreadable files are reported and skipped; the others continue.
+    """
+    import numpy as np
+
+    from dldl.data.images import IMAGE_SUFFIXES, load_face
+    from dldl.pretrained import load
+
+    files = _expand(paths or [SAMPLES_DIR], IMAGE_SUFFIXES)
+    if not files:
+        raise DldlError(f"no image files found in {', '.join(map(str, paths or [SAMPLES_DIR]))}")
+    estimator = load(model, device)
+    results: list[dict[str, Any]] = []
+    crops, ok = [], []
+    for f in files:
+        try:
+            crops.append(load_face(f, estimator.cache_size))
+            ok.append(len(results))
+            results.append({"path": str(f), estimator.task: None, "error": None})
+        except DldlError as e:
+            results.append({"path": str(f), estimator.task: None, "error": e.problem if hasattr(e, "problem") else str(e)})
+    if crops:
+        pred = estimator.predict_arrays(np.stack(crops), tta_flip=not no_tta)
+        interval = pred.interval()
+        for j, i in enumerate(ok):
+            results[i][estimator.task] = round(float(pred.estimate[j]), 3)
+            if interval is not None:
+                results[i]["interval_90"] = [round(float(v), 3) for v in interval[j]]
+    if as_json:
+        typer.echo(json.dumps(results))
+        return
+    table = Table(title=f"{estimator.task} estimates ({model})")
+    for col in ("file", estimator.task, "5-95% interval", "error"):
+        table.add_column(col)
+    for r in results:
+        iv = r.get("interval_90")
+        table.add_row(Path(r["path"]).name, "" if r[estimator.task] is None else f"{r[estimator.task]:.1f}",
+                      f"{iv[0]:g}-{iv[1]:g}" if iv else "", r["error"] or "")
+    Console().print(table)
+
+
+def _expand(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
+        else:
+            files.append(p)
+    return files
+
+
+@app.command()
+def info() -> None:
+    """Versions, device, architectures (with parameter counts) and shipped models."""
+    import torch
+
+    import dldl
+    from dldl.models import create_model, list_models
+    from dldl.pretrained import list_pretrained, model_card
+
+    console = Console()
+    console.print(f"dldl {dldl.__version__}, torch {torch.__version__}, "
+                  f"cuda {'available' if torch.cuda.is_available() else 'not available'}, {torch.get_num_threads()} threads")
+    table = Table(title="architectures (101-way head)")
+    table.add_column("name")
+    table.add_column("parameters", justify="right")
+    for name in list_models():
+        table.add_row(name, f"{sum(p.numel() for p in create_model(name).parameters()):,}")
+    console.print(table)
+    shipped = list_pretrained()
+    if not shipped:
+        console.print("no shipped models yet")
+    for name in shipped:
+        card = model_card(name)
+        console.print(f"shipped: {name}: {card.get('summary', '')}")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,410 @@
+"""Batched training augmentation and the test-time transform, as plain torch ops (CPU or CUDA).
+
+The DLDL-v2 paper (Gao et al., IJCAI 2018) trains with horizontal flips, grayscale (p 0.5),
+resolution degradation (down-scale to between ``output_size / 2`` and ``output_size`` and back
+up), rotation within +-15 degrees, random crops, and colour jitter 0.4 (brightness, contrast,
+saturation, as ``ColorJitter`` in fb.resnet.torch). Here the whole batch is augmented at once:
+
+1. ``uint8 -> float32`` (sources more than twice the output side are first resized, antialiased,
+   to ``ceil(output_size / EVAL_CROP)``, so bilinear sampling does not alias).
+2. **One affine warp per image**: crop (zoom), translation, rotation and flip are fused into one
+   ``(N, 2, 3)`` matrix and applied with a single batched ``grid_sample`` (bilinear,
+   ``'reflection'`` padding for the corners a rotation uncovers). The sampling grid is built like
+   ``affine_grid``'s, by broadcasting (``affine_grid`` itself is several times slower on CPU).
+3. **Degradation**: each image draws a side ``r`` in ``[min_scale * output_size, output_size]``.
+   The warp of step 2 renders image ``i`` directly at side ``r_i`` (into the corner of an
+   ``output_size`` canvas) -- this *is* the bilinear down-scale -- and a second batched
+   ``grid_sample`` scales each ``r_i`` square back up to ``output_size``, with exactly
+   ``F.interpolate(mode="bilinear", align_corners=False)``'s weights. So the degradation is per
+   image, with two ``grid_sample`` calls for the whole batch and no Python loop. (As with
+   ``F.interpolate``'s default, the down-scale is not antialiased: it decimates by at most
+   ``1 / min_scale``, 2x by default.)
+4. **Colour jitter** (fixed order brightness, contrast, saturation, each a blend as in
+   fb.resnet.torch with a factor from ``1 +- color_jitter``), then **grayscale** (ITU-R 601 luma
+   in all channels), then a clamp to ``[0, 1]``. The chain is one per-image affine map of the
+   pixel and its luma, applied in one pass (see ``_apply``).
+5. ``normalize`` with the ImageNet ``MEAN`` / ``STD``.
+
+Geometry conventions: coordinates are ``grid_sample``'s normalised ones (``align_corners=False``,
+the image spans ``[-1, 1]``). A crop of side fraction ``c`` centred at ``(tx, ty)`` with rotation
+``a`` (degrees, positive = counter-clockwise as displayed) and an optional mirror samples the
+source at ``(tx, ty) + c * [[cos a, -sin a], [sin a, cos a]] @ (+-x_out, y_out)``.
+
+Test-time crop (``EVAL_CROP``): ``eval_transform`` takes the centred crop of side
+``EVAL_CROP = 0.9`` of the source, the *mean* training crop side: training crop sides are drawn
+uniformly from ``crop_scale = (0.8, 1.0)``, whose mean is 0.9, so faces appear at the same scale,
+on average, at training and test time. With the default 72 px cache and 64 px network that is a
+64.8 px crop resized to 64 px (for 240 -> 224: a 216 px crop resized to 224). If you change
+``crop_scale``, keep its mean at ``EVAL_CROP`` (a test checks the defaults agree).
+
+Randomness comes only from the ``generator`` passed in (the global torch RNG when it is ``None``).
+The generator may live on any device: the per-image parameters are drawn on its device, computed
+on the CPU (they are a few numbers per image) and moved to the images' device, so a CPU generator
+gives the same parameters for CPU and CUDA images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "EVAL_CROP",
+    "MEAN",
+    "STD",
+    "AugmentConfig",
+    "eval_transform",
+    "normalize",
+    "train_transform",
+]
+
+MEAN = (0.485, 0.456, 0.406)
+"""ImageNet per-channel mean (RGB) of images in ``[0, 1]``."""
+STD = (0.229, 0.224, 0.225)
+"""ImageNet per-channel standard deviation (RGB) of images in ``[0, 1]``."""
+
+EVAL_CROP = 0.9
+"""Side of the test-time centre crop as a fraction of the source side (mean of the default
+``AugmentConfig.crop_scale``)."""
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as fb.resnet.torch's grayscale
+_PRESIZE_RATIO = 2.0  # sources more than this many times the output side are first resized (antialiased)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation settings (defaults: the DLDL-v2 paper's).
+
+    Attributes:
+        output_size: side of the network input, e.g. 64 or 224.
+        flip: probability of a horizontal mirror.
+        grayscale: probability of replacing the colours by their luma.
+        rotation_deg: rotation angle drawn uniformly from ``[-rotation_deg, rotation_deg]``.
+        min_scale: resolution degradation: each image is resized (bilinear) down to a side drawn
+            uniformly from the integers in ``[min_scale, 1] * output_size`` and back up; 1.0
+            disables.
+        crop_scale: crop side as a fraction of the source side, drawn uniformly (zoom); its mean
+            should equal ``EVAL_CROP``.
+        translate: the crop centre moves uniformly within ``translate`` times the margin the
+            crop leaves inside the source (1.0: the crop can touch the source border; 0.0:
+            centred crops).
+        color_jitter: brightness, contrast and saturation factors drawn from
+            ``[1 - color_jitter, 1 + color_jitter]``; 0 disables.
+        enabled: ``False`` makes ``train_transform`` equal to ``eval_transform``.
+
+    >>> AugmentConfig(64).crop_scale
+    (0.8, 1.0)
+    >>> AugmentConfig(64, flip=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: AugmentConfig.flip must be a probability in [0, 1], got 1.5
+    """
+
+    output_size: int
+    flip: float = 0.5
+    grayscale: float = 0.5
+    rotation_deg: float = 15.0
+    min_scale: float = 0.5
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    translate: float = 1.0
+    color_jitter: float = 0.4
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.output_size, bool) or not isinstance(self.output_size, int) or self.output_size < 1:
+            raise ValueError(f"AugmentConfig.output_size must be a positive int, got {self.output_size!r}")
+        for name in ("flip", "grayscale"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {p!r}")
+        if not 0.0 <= self.rotation_deg <= 180.0:
+            raise ValueError(f"AugmentConfig.rotation_deg must be in [0, 180], got {self.rotation_deg!r}")
+        if not 0.0 < self.min_scale <= 1.0:
+            raise ValueError(f"AugmentConfig.min_scale must be in (0, 1], got {self.min_scale!r}")
+        if not isinstance(self.crop_scale, tuple):  # e.g. a list from a YAML/JSON config
+            object.__setattr__(self, "crop_scale", tuple(self.crop_scale))
+        lo, hi = self.crop_scale if len(self.crop_scale) == 2 else (0.0, -1.0)
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"AugmentConfig.crop_scale must be (low, high) with 0 < low <= high, got {self.crop_scale!r}")
+        if not 0.0 <= self.translate <= 1.0:
+            raise ValueError(f"AugmentConfig.translate must be in [0, 1], got {self.translate!r}")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"AugmentConfig.color_jitter must be in [0, 1), got {self.color_jitter!r}")
+
+
+def normalize(x: Tensor) -> Tensor:
+    """``(x - MEAN) / STD`` per channel, for float ``x`` in ``[0, 1]`` of shape ``(..., 3, H, W)``.
+
+    Returns a new float tensor of the same shape (the input is not modified).
+
+    >>> normalize(torch.full((1, 3, 2, 2), 0.485))[0, 0, 0, 0].item()
+    0.0
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 3 or x.shape[-3] != 3:
+        got = f"{type(x).__name__}" if not isinstance(x, Tensor) else f"shape {tuple(x.shape)} dtype {x.dtype}"
+        raise ValueError(f"normalize expects a floating tensor of shape (..., 3, H, W), got {got}")
+    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    inv_std = torch.tensor([1.0 / s for s in STD], dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x - mean).mul_(inv_std)
+
+
+def eval_transform(images: Tensor, output_size: int, flip: bool = False) -> Tensor:
+    """Test-time transform: centre crop of side ``EVAL_CROP`` (fraction of the source side),
+    resized (bilinear) to ``output_size``, normalised.
+
+    Args:
+        images: ``uint8`` ``(N, 3, S, S)``, any device, contiguous or channels_last.
+        output_size: side of the output.
+        flip: mirror horizontally (for test-time flip averaging).
+
+    Returns:
+        ``float32`` ``(N, 3, output_size, output_size)`` on the images' device, in their memory
+        format.
+
+    >>> x = torch.randint(0, 256, (2, 3, 72, 72), dtype=torch.uint8)
+    >>> y = eval_transform(x, 64)
+    >>> y.shape, y.dtype
+    (torch.Size([2, 3, 64, 64]), torch.float32)
+    >>> torch.allclose(eval_transform(x, 64, flip=True), y.flip(-1), atol=1e-5)
+    True
+    """
+    _check_images(images, "eval_transform")
+    _check_size(output_size, "eval_transform")
+    n = images.shape[0]
+    params = _Params(
+        flip=torch.full((n,), bool(flip)),
+        angle=torch.zeros(n, dtype=torch.float64),
+        crop=torch.full((n,), EVAL_CROP, dtype=torch.float64),
+        tx=torch.zeros(n, dtype=torch.float64),
+        ty=torch.zeros(n, dtype=torch.float64),
+        size=torch.full((n,), output_size, dtype=torch.int64),
+        brightness=None,
+        contrast=None,
+        saturation=None,
+        gray=None,
+    )
+    return _apply(images, output_size, params)
+
+
+def train_transform(images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:
+    """Training augmentation (flip, crop, translation, rotation, degradation, colour jitter,
+    grayscale), then ``normalize``.
+
+    Args:
+        images: ``uint8`` ``(N, 3, S, S)``, any device, contiguous or channels_last.
+        cfg: the augmentation settings; ``cfg.enabled=False`` gives ``eval_transform``.
+        generator: the only source of randomness (any device); ``None``: the global torch RNG.
+
+    Returns:
+        ``float32`` ``(N, 3, cfg.output_size, cfg.output_size)`` on the images' device, in their
+        memory format.
+
+    >>> x = torch.randint(0, 256, (2, 3, 72, 72), dtype=torch.uint8)
+    >>> y = train_transform(x, AugmentConfig(64), torch.Generator().manual_seed(0))
+    >>> y.shape, y.dtype
+    (torch.Size([2, 3, 64, 64]), torch.float32)
+    >>> torch.equal(y, train_transform(x, AugmentConfig(64), torch.Generator().manual_seed(0)))
+    True
+    """
+    _check_images(images, "train_transform")
+    if not isinstance(cfg, AugmentConfig):
+        raise ValueError(f"train_transform expects an AugmentConfig, got {type(cfg).__name__}")
+    if not cfg.enabled:
+        return eval_transform(images, cfg.output_size)
+    params = _sample_params(images.shape[0], cfg, generator)
+    return _apply(images, cfg.output_size, params)
+
+
+# --------------------------------------------------------------------------------------------
+# internals
+
+
+@dataclass
+class _Params:
+    """Per-image augmentation parameters, all CPU tensors of length N (``None``: op skipped)."""
+
+    flip: Tensor  # bool
+    angle: Tensor  # degrees, counter-clockwise as displayed
+    crop: Tensor  # crop side / source side
+    tx: Tensor  # crop centre, normalised coordinates
+    ty: Tensor
+    size: Tensor  # int64 degradation side (== output_size: none)
+    brightness: Tensor | None
+    contrast: Tensor | None
+    saturation: Tensor | None
+    gray: Tensor | None  # bool
+
+
+_NUM_DRAWS = 10
+
+
+def _sample_params(n: int, cfg: AugmentConfig, generator: torch.Generator | None) -> _Params:
+    """Draw every image's parameters with one ``torch.rand`` call on the generator's device.
+
+    All columns are drawn whatever the config, so a seed gives the same geometry whether or not,
+    e.g., colour jitter is on.
+    """
+    device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(n, _NUM_DRAWS, generator=generator, device=device, dtype=torch.float32)
+    u = u.cpu().double()
+    out = cfg.output_size
+    lo, hi = cfg.crop_scale
+    crop = lo + (hi - lo) * u[:, 3]
+    margin = cfg.translate * (1.0 - crop)
+    lo_side = max(1, math.ceil(cfg.min_scale * out - 1e-9))
+    size = (lo_side + u[:, 6] * (out + 1 - lo_side)).floor().clamp_(max=out).long()
+    cj = cfg.color_jitter
+
+    def jitter(col: int) -> Tensor | None:
+        return (1.0 + cj * (2.0 * u[:, col] - 1.0)).float() if cj > 0 else None
+
+    return _Params(
+        flip=u[:, 0] < cfg.flip,
+        angle=cfg.rotation_deg * (2.0 * u[:, 2] - 1.0),
+        crop=crop,
+        tx=margin * (2.0 * u[:, 4] - 1.0),
+        ty=margin * (2.0 * u[:, 5] - 1.0),
+        size=size,
+        brightness=jitter(7),
+        contrast=jitter(8),
+        saturation=jitter(9),
+        gray=(u[:, 1] < cfg.grayscale) if cfg.grayscale > 0 else None,
+    )
+
+
+def _theta(p: _Params) -> Tensor:
+    """``(N, 2, 3)`` float32 matrices mapping output to source normalised coordinates."""
+    a = torch.deg2rad(p.angle.double())
+    cos, sin = torch.cos(a), torch.sin(a)
+    sx = torch.where(p.flip, -p.crop, p.crop).double()
+    c = p.crop.double()
+    # source = t + c * R^T @ (sx/c * x, y), R = [[cos, sin], [-sin, cos]] (CCW as displayed, y down)
+    theta = torch.stack(
+        [
+            torch.stack([sx * cos, -c * sin, p.tx.double()], dim=1),
+            torch.stack([sx * sin, c * cos, p.ty.double()], dim=1),
+        ],
+        dim=1,
+    )
+    return theta.float()
+
+
+def _apply(images: Tensor, out: int, p: _Params) -> Tensor:
+    """Warp + degrade, colour, grayscale and normalise ``images`` with the parameters ``p``."""
+    n, _, s, _ = images.shape
+    device = images.device
+    channels_last = n > 0 and not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last)
+    x = images.contiguous().to(torch.float32)  # values 0..255; the 1/255 is folded in below
+    if n == 0:
+        return x.new_empty((0, 3, out, out))
+    if s > _PRESIZE_RATIO * out:  # avoid aliasing from bilinear sampling far below the source rate
+        side = math.ceil(out / EVAL_CROP)
+        x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+
+    # 1-2. geometry: one warp to each image's degraded side, then one up-sampling to ``out``.
+    theta = _theta(p).to(device, non_blocking=True)
+    size = p.size.to(device, non_blocking=True)
+    x = F.grid_sample(x, _warp_grid(theta, size, out), mode="bilinear", padding_mode="reflection", align_corners=False)
+    if bool((p.size < out).any()):
+        x = F.grid_sample(x, _upsample_grid(size, out), mode="bilinear", padding_mode="border", align_corners=False)
+
+    # 3-4. colour jitter and grayscale. Each step is per-image affine in the pixel and its luma L
+    # (luma weights sum to 1, so L(L) = L), hence the whole chain is y = A x + B L(x) + C:
+    #   brightness b:  x -> b x                        (blend with black)
+    #   contrast a:    x -> a x + (1 - a) mean(L(x))   (blend with the mean luma)
+    #   saturation s:  x -> s x + (1 - s) L(x)         (blend with the luma; grayscale is s = 0)
+    # which gives k = a b, C = (1 - a) b mean(L(x)), A = s k, B = (1 - s) k.
+    ones = torch.ones(n, dtype=torch.float64)
+    bright = ones if p.brightness is None else p.brightness.double()
+    contrast = ones if p.contrast is None else p.contrast.double()
+    sat = ones if p.saturation is None else p.saturation.double()
+    if p.gray is not None:
+        sat = torch.where(p.gray, 0.0, sat)
+    k = (contrast * bright) / 255.0
+    coef_a = (sat * k).float()
+    coef_b = ((1.0 - sat) * k).float()
+    jitter = p.brightness is not None or p.contrast is not None or p.saturation is not None
+
+    def per_image(v: Tensor) -> Tensor:
+        return v.to(device, non_blocking=True).view(n, 1, 1, 1)
+
+    offset = None
+    if p.contrast is not None:
+        mean_luma = (x.mean(dim=(2, 3)) * torch.tensor(_LUMA, device=device)).sum(1)  # (N,), 0..255
+        offset = per_image(((1.0 - contrast) * bright / 255.0).float()) * mean_luma.view(n, 1, 1, 1)
+    luma = _luma(x).mul_(per_image(coef_b)) if bool((coef_b != 0).any()) else None
+    if bool((coef_a != coef_a[0]).any()):
+        x.mul_(per_image(coef_a))
+    else:
+        x.mul_(float(coef_a[0]))
+    if luma is not None:
+        x.add_(luma if offset is None else luma.add_(offset))
+    elif offset is not None:
+        x.add_(offset)
+    if jitter:
+        x.clamp_(0.0, 1.0)
+
+    # 5. normalise (in place: ``x`` is a fresh tensor here).
+    x.sub_(torch.tensor(MEAN, device=device).view(1, 3, 1, 1))
+    x.mul_(torch.tensor([1.0 / v for v in STD], device=device).view(1, 3, 1, 1))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _luma(x: Tensor) -> Tensor:
+    """``(N, 1, H, W)`` luma of ``(N, 3, H, W)`` RGB."""
+    r, g, b = x.unbind(1)
+    return (r * _LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).unsqueeze(1)
+
+
+def _warp_grid(theta: Tensor, size: Tensor, out: int) -> Tensor:
+    """``(N, out, out, 2)`` sampling grid of the fused warp + down-scale.
+
+    Image ``i`` is rendered at side ``size[i]`` into the top-left ``size[i] x size[i]`` corner of
+    an ``out x out`` canvas: pixel ``k`` of a side-``r`` image sits at normalised coordinate
+    ``(2k + 1) / r - 1``, mapped through ``theta[i]`` (what ``affine_grid`` does, for
+    ``r = out``). The rest of the canvas is sampled too but never read.
+    """
+    k = torch.arange(out, device=theta.device, dtype=torch.float32).mul_(2.0).add_(1.0)
+    lin = k / size.to(torch.float32).view(-1, 1) - 1.0  # (N, out)
+    xs, ys = lin.unsqueeze(1), lin.unsqueeze(2)  # (N, 1, out), (N, out, 1)
+    t = theta.view(-1, 6, 1, 1)
+    grid = torch.empty((lin.shape[0], out, out, 2), device=theta.device, dtype=torch.float32)
+    torch.add(t[:, 0] * xs + t[:, 2], t[:, 1] * ys, out=grid[..., 0])
+    torch.add(t[:, 3] * xs + t[:, 5], t[:, 4] * ys, out=grid[..., 1])
+    return grid
+
+
+def _upsample_grid(size: Tensor, out: int) -> Tensor:
+    """``(N, out, out, 2)`` grid that resizes the top-left ``size[i]`` square of an ``out``-side
+    canvas to ``out`` (bilinear, ``align_corners=False``, edge pixels replicated): the same
+    weights as ``F.interpolate(..., mode="bilinear")`` up-sampling, per image.
+    """
+    r = size.to(torch.float32).view(-1, 1)
+    m = torch.arange(out, device=size.device, dtype=torch.float32).add_(0.5)
+    u = (m * r / out - 0.5).clamp_(min=0.0)
+    u = torch.minimum(u, r - 1.0)  # source pixel coordinate, (N, out)
+    g = u.mul_(2.0 / out).add_(1.0 / out - 1.0)
+    n = size.shape[0]
+    grid = torch.empty((n, out, out, 2), device=size.device, dtype=torch.float32)
+    grid[..., 0] = g.unsqueeze(1)
+    grid[..., 1] = g.unsqueeze(2)
+    return grid
+
+
+def _check_images(images: Tensor, where: str) -> None:
+    expected = "uint8 tensor of shape (N, 3, S, S)"
+    if not isinstance(images, Tensor):
+        raise ValueError(f"{where}: expected a {expected}, got {type(images).__name__}")
+    shape = tuple(images.shape)
+    ok = images.dim() == 4 and shape[1] == 3 and shape[2] == shape[3] and shape[2] > 0
+    if images.dtype != torch.uint8 or not ok:
+        raise ValueError(f"{where}: expected a {expected}, got dtype {images.dtype} shape {shape}")
+
+
+def _check_size(output_size: int, where: str) -> None:
+    if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
+        raise ValueError(f"{where}: output_size must be a positive int, got {output_size!r}")

@@ -1,0 +1,118 @@
+"""Prediction from face crops: :class:`Estimator` wraps a trained network with its label set,
+objective and input geometry, and turns uint8 face crops into estimates and label distributions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dldl.checkpoint import load_checkpoint
+from dldl.data.augment import eval_transform
+from dldl.data.images import load_face
+from dldl.errors import CheckpointError
+from dldl.labels import LabelSet, quantile
+from dldl.losses import get_objective
+from dldl.models import create_model
+
+
+@dataclass
+class Prediction:
+    """Estimates for ``N`` faces: ``estimate`` ``(N,)`` and, for distribution-producing losses,
+    ``distribution`` ``(N, K)`` over ``labels`` (else ``None``)."""
+
+    estimate: np.ndarray
+    distribution: np.ndarray | None
+    labels: LabelSet
+
+    def interval(self, low: float = 0.05, high: float = 0.95) -> np.ndarray | None:
+        """``(N, 2)`` quantile interval of each predicted distribution (``None`` without one)."""
+        if self.distribution is None:
+            return None
+        p = torch.from_numpy(self.distribution)
+        return torch.stack([quantile(p, self.labels, low), quantile(p, self.labels, high)], 1).numpy()
+
+
+class Estimator:
+    """A trained model ready to predict.
+
+    Args:
+        model: the network (``create_model``) with trained weights.
+        labels: its label set; loss: the objective name it was trained with.
+        input_size: the network's input side; cache_size: the side of the stored face crop the
+            centre crop is taken from (training crops come from images of this size).
+    """
+
+    def __init__(self, model: nn.Module, labels: LabelSet, loss: str, input_size: int, cache_size: int,
+                 task: str = "age", meta: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> None:
+        self.model = model.eval()
+        self.labels = labels
+        self.objective = get_objective(loss)
+        self.input_size = input_size
+        self.cache_size = cache_size
+        self.task = task
+        self.meta = meta or {}
+        self.device = torch.device(device)
+        self.model.to(self.device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Estimator":
+        """Load a checkpoint or exported model file written by ``dldl train``."""
+        ck = load_checkpoint(path)
+        try:
+            spec, labels = ck["model"], LabelSet(**ck["labels"])
+            model = create_model(spec["name"], num_labels=int(spec["num_outputs"]), hybrid_pool=bool(spec["hybrid_pool"]))
+            model.load_state_dict(ck["ema_state_dict"] if ck.get("ema_state_dict") else ck["state_dict"])
+            return cls(model, labels, ck["loss"], int(ck["input_size"]), int(ck["cache_size"]), ck.get("task", "age"),
+                       {k: ck[k] for k in ("metrics", "config", "epoch") if k in ck}, device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(path, f"does not hold a usable dldl model ({str(e).splitlines()[0]})") from None
+
+    @torch.no_grad()
+    def predict_batch(self, images: Tensor, tta_flip: bool = True) -> tuple[Tensor, Tensor | None]:
+        """``(N, 3, S, S)`` uint8 crops on any device -> ``(N,)`` estimates, ``(N, K)`` distributions.
+
+        With ``tta_flip`` the outputs for the crop and its mirror image are averaged (probabilities
+        for distribution losses, estimates for regression).
+        """
+        images = images.to(self.device)
+        views = [False, True] if tta_flip else [False]
+        est, dist = [], []
+        for flip in views:
+            x = eval_transform(images, self.input_size, flip=flip).contiguous(memory_format=torch.channels_last)
+            out = self.model(x).float()
+            est.append(self.objective.estimate(out, self.labels))
+            if self.objective.distribution is not None:
+                dist.append(self.objective.distribution(out))
+        estimate = torch.stack(est).mean(0)
+        if dist:
+            distribution = torch.stack(dist).mean(0)
+            if self.objective.name != "ranking":  # ranking's estimate is its own soft count
+                estimate = distribution @ self.labels.values(torch.float32, distribution.device)
+            return estimate, distribution
+        return estimate, None
+
+    def predict_arrays(self, images: np.ndarray, tta_flip: bool = True, batch_size: int = 256) -> Prediction:
+        """``(N, S, S, 3)`` uint8 face crops (S = ``cache_size`` ideally) -> :class:`Prediction`."""
+        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 of shape (N, S, S, 3), got {images.dtype} {images.shape}")
+        was_training = self.model.training
+        self.model.eval()
+        est, dist = [], []
+        for i in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).permute(0, 3, 1, 2)
+            e, d = self.predict_batch(batch, tta_flip)
+            est.append(e.cpu())
+            if d is not None:
+                dist.append(d.cpu())
+        self.model.train(was_training)
+        return Prediction(torch.cat(est).numpy(), torch.cat(dist).numpy() if dist else None, self.labels)
+
+    def predict_files(self, paths: list[str | Path], tta_flip: bool = True) -> Prediction:
+        """Face-crop image files -> :class:`Prediction` (raises DataError naming a bad file)."""
+        return self.predict_arrays(np.stack([load_face(p, self.cache_size) for p in paths]), tta_flip)

@@ -1,0 +1,36 @@
+"""Shared test helpers: where ../shared/data is, and a small synthetic face dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+UTKFACE = SHARED / "utkface"
+needs_shared = pytest.mark.skipif(not UTKFACE.exists(), reason="../shared/data (UTKFace) not present on this machine")
+
+
+def make_synthetic_dataset(folder: Path, n: int = 48, size: int = 40, seed: int = 0) -> Path:
+    """``n`` images whose brightness and a bar's height grow with the label (10..60): learnable.
+    Returns the manifest CSV path (``path,label``)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["path,label"]
+    for i in range(n):
+        age = int(rng.integers(10, 61))
+        img = rng.integers(0, 40, (size, size, 3)).astype(np.float64)
+        img += age * 3
+        img[: int(size * age / 70), size // 3: size // 2] = 255
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"face_{i:03d}.png")
+        rows.append(f"face_{i:03d}.png,{age}")
+    manifest = folder / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+@pytest.fixture
+def synthetic_manifest(tmp_path: Path) -> Path:
+    return make_synthetic_dataset(tmp_path / "synthetic")
