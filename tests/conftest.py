@@ -34,3 +34,16 @@ def make_synthetic_dataset(folder: Path, n: int = 48, size: int = 40, seed: int 
 @pytest.fixture
 def synthetic_manifest(tmp_path: Path) -> Path:
     return make_synthetic_dataset(tmp_path / "synthetic")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A TinyAgeNet trained for one epoch on the synthetic set (32 px); returns its run folder."""
+    from dldl.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    manifest = make_synthetic_dataset(root / "data", n=32)
+    train(TrainConfig(dataset="csv", root=str(manifest), train_split=None, test_split=None, val_fraction=0.25,
+                      input_size=32, epochs=1, batch_size=8, out_dir=str(root / "run"), cache_dir=str(root / "cache"),
+                      progress=False, workers=1))
+    return root

@@ -49,11 +49,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(p, "checkpoint file not found")
     if p.stat().st_size == 0:
         raise CheckpointError(p, "checkpoint file is empty (0 bytes)")
+    if not zipfile.is_zipfile(p):
+        raise CheckpointError(p, "checkpoint is truncated or corrupted (not a complete torch zip archive)")
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
-        raise CheckpointError(p, f"refused to load: not a plain weights file ({first})") from None
+        first = str(e).strip().split(".")[0] or "unpickling failed"
+        raise CheckpointError(p, f"refused to load: it holds more than plain weights ({first})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(p, f"checkpoint is truncated or corrupted ({first})") from None

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from dldl.data.images import MAX_PIXELS, load_face, read_image, square_resize
+from dldl.errors import DataError
+
+
+def _save(tmp_path, name, img, **kw):
+    p = tmp_path / name
+    img.save(p, **kw)
+    return p
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16"])
+def test_modes_become_rgb(tmp_path, mode):
+    img = Image.new(mode, (30, 20))
+    suffix = ".jpg" if mode == "CMYK" else ".png"
+    out = read_image(_save(tmp_path, f"x{suffix}", img))
+    assert out.mode == "RGB" and out.size == (30, 20)
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    out = read_image(_save(tmp_path, "a.png", Image.new("RGBA", (4, 4), (0, 0, 0, 0))))
+    assert np.asarray(out).min() == 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    out = read_image(_save(tmp_path, "r.jpg", img, exif=exif))
+    assert out.size == (20, 40)
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b"", "empty file"),
+    (b"this is not an image", "not a readable image"),
+])
+def test_bad_files_name_file_and_problem(tmp_path, content, problem):
+    p = tmp_path / "bad face.jpg"
+    p.write_bytes(content)
+    with pytest.raises(DataError, match=problem) as e:
+        read_image(p)
+    assert "bad face.jpg" in str(e.value)
+
+
+def test_truncated_jpeg(tmp_path):
+    p = _save(tmp_path, "t.jpg", Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+    p.write_bytes(p.read_bytes()[:300])
+    with pytest.raises(DataError, match="t.jpg"):
+        read_image(p)
+
+
+def test_missing_and_folder(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_image(tmp_path / "nope.jpg")
+    with pytest.raises(DataError, match="is a folder"):
+        read_image(tmp_path)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr("dldl.data.images.MAX_PIXELS", 100)
+    p = _save(tmp_path, "big.png", Image.new("RGB", (20, 20)))
+    with pytest.raises(DataError, match="above the limit"):
+        read_image(p)
+    assert MAX_PIXELS > 20_000_000
+
+
+def test_square_resize_centre_crops():
+    arr = np.zeros((10, 30, 3), dtype=np.uint8)
+    arr[:, 10:20] = 255  # the centre square is white
+    out = square_resize(Image.fromarray(arr), 5)
+    assert out.shape == (5, 5, 3) and out.min() > 200
+
+
+def test_load_face(tmp_path):
+    p = _save(tmp_path, "f.png", Image.new("RGB", (50, 50), (10, 20, 30)))
+    out = load_face(p, 16)
+    assert out.dtype == np.uint8 and out.shape == (16, 16, 3) and tuple(out[8, 8]) == (10, 20, 30)

@@ -1,0 +1,84 @@
+"""The ``dldl`` command as a user runs it: output formats and one-line errors (exit 2, no traceback)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def dldl(*args, check=False):
+    done = subprocess.run([sys.executable, "-m", "dldl.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def assert_one_line_error(done, *fragments):
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    text = " ".join(done.stderr.split())
+    assert text.startswith("error:"), done.stderr
+    for f in fragments:
+        assert f in text, (f, done.stderr)
+
+
+def test_help_lists_commands():
+    out = dldl("--help", check=True).stdout
+    for cmd in ("train", "eval", "predict", "info"):
+        assert cmd in out
+
+
+def test_info_shows_parameter_counts():
+    out = dldl("info", check=True).stdout
+    assert "3,708,229" in out and "934,869" in out
+
+
+def test_predict_json_continues_past_bad_files(tiny_run, tmp_path):
+    good = sorted((tiny_run / "data").glob("*.png"))[:2]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really")
+    done = dldl("predict", *good, bad, "--model", tiny_run / "run" / "best.pt", "--json", check=True)
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["error"] is None for r in rows] == [True, True, False]
+    assert "broken.jpg" in rows[2]["path"] and rows[2]["age"] is None
+    assert all(isinstance(r["age"], float) and len(r["interval_90"]) == 2 for r in rows[:2])
+
+
+def test_eval_json_last_line_has_mae(tiny_run):
+    done = dldl("eval", "--model", tiny_run / "run" / "best.pt", "--dataset", "csv", "--root",
+                tiny_run / "data" / "manifest.csv", "--split", "", "--json", "--cache-dir", tiny_run / "cache", check=True)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["count"] == 32 and "mae" in report and "no_flip" in report
+
+
+def test_missing_dataset_root_is_one_line(tmp_path):
+    assert_one_line_error(dldl("train", "--root", tmp_path / "nowhere", "--epochs", "1"), "nowhere")
+
+
+def test_malformed_label_file_is_one_line(tmp_path):
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\na.jpg,forty\n")
+    (tmp_path / "a.jpg").write_bytes(b"")
+    assert_one_line_error(dldl("train", "--dataset", "csv", "--root", csv, "--set", "train_split=null"), "labels.csv", "forty")
+
+
+def test_label_outside_label_set_is_one_line(synthetic_manifest):
+    done = dldl("train", "--dataset", "csv", "--root", synthetic_manifest, "--set", "train_split=null",
+                "--set", "labels=0:30:1", "--set", "test_split=null")
+    assert_one_line_error(done, "manifest.csv", "outside")
+
+
+def test_damaged_model_file_is_one_line(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"PK\x03\x04 nope")
+    assert_one_line_error(dldl("predict", "--model", bad), "model.pt", "corrupted")
+
+
+def test_unknown_config_field_is_one_line():
+    assert_one_line_error(dldl("train", "--root", ".", "--set", "epochz=3"), "epochz")
+
+
+def test_debug_shows_traceback(tmp_path):
+    done = dldl("--debug", "predict", "--model", tmp_path / "none.pt")
+    assert done.returncode != 0 and "Traceback" in done.stderr

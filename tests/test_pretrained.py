@@ -1,0 +1,33 @@
+import json
+import shutil
+
+import pytest
+
+import dldl
+from dldl.errors import CheckpointError, DldlError
+from dldl.pretrained import export_shipped, list_pretrained, load
+
+
+def test_export_is_fp16_smaller_and_loads(tiny_run, tmp_path, monkeypatch):
+    ck = tiny_run / "run" / "best.pt"
+    monkeypatch.setattr("dldl.pretrained.MODELS_DIR", tmp_path)
+    path = export_shipped(ck, "toy", {"summary": "test model"}, tmp_path)
+    assert path.stat().st_size < ck.stat().st_size * 0.7
+    assert list_pretrained() == ["toy"]
+    est = load("toy")
+    assert est.predict_files(sorted((tiny_run / "data").glob("*.png"))[:2]).estimate.shape == (2,)
+    card = json.loads((tmp_path / "toy.json").read_text())
+    assert card["bytes"] == path.stat().st_size
+
+
+def test_hash_mismatch_is_refused(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setattr("dldl.pretrained.MODELS_DIR", tmp_path)
+    path = export_shipped(tiny_run / "run" / "best.pt", "toy", {}, tmp_path)
+    shutil.copy(tiny_run / "run" / "last.pt", path)  # swapped file
+    with pytest.raises(CheckpointError, match="sha256 does not match"):
+        load("toy")
+
+
+def test_unknown_name():
+    with pytest.raises(DldlError, match="neither a file nor a shipped model"):
+        dldl.load("definitely-not-a-model")
