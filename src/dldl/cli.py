@@ -178,6 +178,7 @@ def predict(
     model: Annotated[str, typer.Option(help="A shipped model name or a checkpoint path.")] = DEFAULT_MODEL,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
     no_tta: Annotated[bool, typer.Option("--no-tta", help="Skip horizontal-flip test-time augmentation.")] = False,
+    runtime: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime; the model is exported once and cached).")] = "torch",
     device: Annotated[str, typer.Option()] = "cpu",
 ) -> None:
     """Estimate age (or beauty) for aligned face crops, one result per image.
@@ -192,7 +193,7 @@ def predict(
     files = _expand(paths or [SAMPLES_DIR], IMAGE_SUFFIXES)
     if not files:
         raise DldlError(f"no image files found in {', '.join(map(str, paths or [SAMPLES_DIR]))}")
-    estimator = load(model, device)
+    estimator = load(model, device, runtime)
     results: list[dict[str, Any]] = []
     crops, ok = [], []
     for f in files:
@@ -230,6 +231,24 @@ def _expand(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
         else:
             files.append(p)
     return files
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Option(help="A shipped model name or a checkpoint path.")] = DEFAULT_MODEL,
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default: MODEL.onnx / MODEL.torchscript).")] = None,
+) -> None:
+    """Export a model for deployment; the file carries its label set and input geometry.
+
+    dldl predict --model FILE.onnx and dldl.load("FILE.onnx") use it directly.
+    """
+    from dldl.export import export as run_export
+    from dldl.pretrained import load
+
+    target = output or Path(f"{Path(model).stem}.{fmt}")
+    path = run_export(load(model), target, fmt)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 @app.command()

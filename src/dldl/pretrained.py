@@ -39,25 +39,43 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Estimator:
-    """A ready :class:`~dldl.predict.Estimator` from a shipped model name or a checkpoint path.
+def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: str = "torch") -> Estimator:
+    """A ready :class:`~dldl.predict.Estimator` from a shipped model name, a checkpoint path, or an
+    exported ``.onnx`` / ``.torchscript`` file.
+
+    ``runtime="onnx"`` runs a torch model through ONNX Runtime: it is exported once to
+    ``<cache>/onnx/<sha256 of the weights>.onnx`` and reused.
 
     >>> load("no-such-model")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     dldl.errors.DldlError: no-such-model: neither a file nor a shipped model ...
     """
+    from dldl.export import export, load_exported
+
+    if runtime not in ("torch", "onnx"):
+        raise DldlError(f"unknown runtime {runtime!r}; use 'torch' or 'onnx'")
     path = Path(name_or_path)
+    if path.suffix in (".onnx", ".torchscript"):
+        return load_exported(path)
     if path.suffix in (".pt", ".pth") or path.exists():
-        return Estimator.from_checkpoint(path, device)
-    if str(name_or_path) not in list_pretrained():
+        weights = path
+    elif str(name_or_path) in list_pretrained():
+        weights = MODELS_DIR / f"{name_or_path}.pt"
+        if sha256(weights) != model_card(str(name_or_path)).get("sha256"):
+            raise CheckpointError(weights, "sha256 does not match its model card; the file is damaged or was replaced")
+    else:
         known = ", ".join(list_pretrained()) or "none shipped yet"
         raise DldlError(f"{name_or_path}: neither a file nor a shipped model (shipped: {known})")
-    card = model_card(str(name_or_path))
-    weights = MODELS_DIR / f"{name_or_path}.pt"
-    if sha256(weights) != card.get("sha256"):
-        raise CheckpointError(weights, "sha256 does not match its model card; the file is damaged or was replaced")
-    return Estimator.from_checkpoint(weights, device)
+    estimator = Estimator.from_checkpoint(weights, device)
+    if runtime == "torch":
+        return estimator
+    from dldl.data.cache import default_cache_dir
+
+    onnx_path = default_cache_dir() / "onnx" / f"{sha256(weights)[:24]}.onnx"
+    if not onnx_path.exists():
+        export(estimator, onnx_path, "onnx")
+    return load_exported(onnx_path)
 
 
 def export_shipped(checkpoint: str | Path, name: str, card: dict[str, Any], out_dir: Path = MODELS_DIR) -> Path:

@@ -273,8 +273,9 @@ def read_mebeauty(root: PathLike, split: str, *, image: str = "crop",
                   require_images: bool = True) -> SampleList:
     """MEBeauty, official 2022 split (``"train"``, ``"val"``, ``"test"``) from ``<root>/labels.csv``.
 
-    Label ``score_2022`` (1..10), histogram ``n_rating_1..10`` (bins 1..10; ``None`` for a face
-    with no ratings), meta gender/ethnicity. ``image="crop"`` uses the authors' 224x224 MTCNN crop,
+    Label ``score_2022`` (1..10), sigma = the raters' std ``rating_std`` (``None`` if absent),
+    histogram ``n_rating_1..10`` (bins 1..10; ``None`` for a face with no ratings), meta
+    gender/ethnicity. ``image="crop"`` uses the authors' 224x224 MTCNN crop,
     ``"original"`` the in-the-wild photo. Faces whose chosen image is absent (about 178 have no
     crop) are skipped with one counted :class:`DataWarning`, unless ``require_images=False``.
     """
@@ -299,7 +300,8 @@ def read_mebeauty(root: PathLike, split: str, *, image: str = "crop",
             continue
         counts = tuple(_number(r[c], f, w, c, 0.0) for c in hist_cols)
         meta = {k: r[k] for k in ("gender", "ethnicity") if r.get(k)}
-        out.append((w, Sample(p, _number(r["score_2022"], f, w, "score_2022"), None,
+        std = _number(r["rating_std"], f, w, "rating_std", 0.0) if r.get("rating_std") else 0.0
+        out.append((w, Sample(p, _number(r["score_2022"], f, w, "score_2022"), std or None,
                               counts if sum(counts) > 0 else None, meta)))
     if skipped:
         msg = (f"split {split!r}: {len(skipped)} of {len(skipped) + len(out)} faces skipped, "

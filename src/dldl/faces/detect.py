@@ -1,0 +1,215 @@
+"""Face detection behind a small interface: :class:`Face`, the :class:`Detector` protocol, the offline
+:class:`YuFaceDetector` (libfacedetection CNN from the ``yuface`` wheel) and :func:`get_detector`.
+
+Coordinates are image pixels with the centre of pixel ``(row i, column j)`` at ``(x=j, y=i)``.
+Nothing here downloads anything: the detector's weights are compiled into the ``yuface`` wheel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+"""Order of :attr:`Face.landmarks` rows; left/right as seen in the image (image-left first)."""
+
+
+def check_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Return ``image`` if it is an ``(H, W, 3)`` uint8 array, else raise ValueError naming its shape.
+
+    >>> check_rgb(np.zeros((4, 5, 3), np.uint8)).shape
+    (4, 5, 3)
+    >>> check_rgb(np.zeros((4, 5), np.uint8))
+    Traceback (most recent call last):
+    ...
+    ValueError: image must be an (H, W, 3) uint8 RGB array, got shape (4, 5) dtype uint8 (convert grayscale with np.stack([g] * 3, -1) or PIL .convert('RGB'))
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+        raise ValueError(
+            f"{name} must be an (H, W, 3) uint8 RGB array, got shape {image.shape} dtype {image.dtype}"
+            " (convert grayscale with np.stack([g] * 3, -1) or PIL .convert('RGB'))"
+        )
+    return image
+
+
+def check_points(points: np.ndarray, name: str, n: int | None = 5) -> np.ndarray:
+    """``points`` as a float64 ``(n, 2)`` array (any ``n >= 2`` when ``n`` is None); ValueError naming the shape.
+
+    >>> check_points([[0, 1], [2, 3]], "pts", n=None).dtype
+    dtype('float64')
+    """
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2 or (n is not None and arr.shape[0] != n) or arr.shape[0] < 2:
+        want = f"({n}, 2)" if n is not None else "(N, 2) with N >= 2"
+        raise ValueError(f"{name} must have shape {want}, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face.
+
+    Attributes:
+        box: ``(x0, y0, x1, y1)`` in image pixels.
+        landmarks: ``(5, 2)`` float64 ``(x, y)`` rows in :data:`LANDMARK_NAMES` order (read-only).
+        score: detector confidence in ``[0, 1]``.
+
+    >>> f = Face((10, 20, 50, 70), np.zeros((5, 2)), 0.9)
+    >>> f.width, f.height, f.area
+    (40.0, 50.0, 2000.0)
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray
+    score: float
+
+    def __post_init__(self) -> None:
+        box = tuple(float(v) for v in self.box)
+        if len(box) != 4:
+            raise ValueError(f"box must be (x0, y0, x1, y1), got {len(box)} values")
+        lm = check_points(self.landmarks, "landmarks", n=5).copy()
+        lm.setflags(write=False)
+        object.__setattr__(self, "box", box)
+        object.__setattr__(self, "landmarks", lm)
+        object.__setattr__(self, "score", float(self.score))
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    def __repr__(self) -> str:
+        box = ", ".join(f"{v:.0f}" for v in self.box)
+        return f"Face(box=({box}), score={self.score:.2f})"
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Anything with ``detect(image) -> list[Face]`` for an ``(H, W, 3)`` uint8 RGB image."""
+
+    def detect(self, image: np.ndarray) -> list[Face]: ...
+
+
+def _import_optional(module: str, pip_name: str, purpose: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"{purpose} needs the '{pip_name}' package, which is not installed: pip install {pip_name}"
+            f" (wheels exist for CPython 3.8-3.11 on Linux x86_64 and Windows; import error: {e})"
+        ) from e
+
+
+def _omp_setter(module) -> Callable[[int], None] | None:
+    """``omp_set_num_threads`` of the OpenMP runtime vendored in the yuface wheel, or None."""
+    libs = Path(module.__file__).resolve().parent.parent / "yuface.libs"
+    for path in sorted(libs.glob("libgomp*.so*")):
+        try:
+            fn = ctypes.CDLL(str(path)).omp_set_num_threads
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [ctypes.c_int]
+        return fn
+    return None
+
+
+class YuFaceDetector:
+    """libfacedetection (YuNet-family CNN, BSD-3) through the ``yuface`` wheel; 5 landmarks per face.
+
+    Args:
+        min_score: drop faces scored below this (the network reports whole percents).
+        max_side: images whose longer side exceeds this are downscaled for detection (speed, and the
+            network is tuned for <= 960 px); results are mapped back to the original pixels.
+            Faces narrower than ~10 px after downscaling are missed. ``None``: never downscale.
+        min_size: drop faces whose box is narrower than this (original pixels).
+        num_threads: OpenMP threads of the detector. 1 by default: on a busy machine (a training job
+            on the same cores) more threads made it ~10x slower by spin-waiting.
+
+    Faces come sorted by box area, largest first (the main subject of a photo first).
+    """
+
+    name = "yuface"
+
+    def __init__(self, min_score: float = 0.5, max_side: int | None = 640, min_size: float = 0.0,
+                 num_threads: int | None = 1) -> None:
+        if not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        if max_side is not None and max_side < 32:
+            raise ValueError(f"max_side must be >= 32 or None, got {max_side}")
+        self._yuface = _import_optional("yuface", "yuface", "Face detection with YuFaceDetector")
+        self.min_score, self.max_side, self.min_size, self.num_threads = min_score, max_side, min_size, num_threads
+        self._set_threads = _omp_setter(self._yuface) if num_threads else None
+
+    def __repr__(self) -> str:
+        return f"YuFaceDetector(min_score={self.min_score}, max_side={self.max_side}, min_size={self.min_size})"
+
+    def _raw(self, image: np.ndarray) -> np.ndarray:
+        """Network output for an RGB image: ``(N, 15)`` int rows ``score%, x, y, w, h, 5 x (x, y)``."""
+        bgr = np.ascontiguousarray(image[:, :, ::-1])  # the C++ side ignores strides: must be contiguous
+        if self._set_threads is not None:
+            self._set_threads(int(self.num_threads))
+        return np.asarray(self._yuface.c_detect(bgr))[:, :15].astype(np.float64)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in an ``(H, W, 3)`` uint8 RGB image, largest first; ``[]`` when there is none."""
+        check_rgb(image)
+        h, w = image.shape[:2]
+        scale = 1.0
+        if self.max_side is not None and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+            scale_x, scale_y = size[0] / w, size[1] / h
+        else:
+            scale_x = scale_y = 1.0
+        faces = []
+        for row in self._raw(image):
+            score = row[0] / 100.0
+            if score < self.min_score:
+                continue
+            x, y, bw, bh = row[1:5]
+            corners = np.array([[x, y], [x + bw, y + bh]])
+            pts = np.concatenate([corners, row[5:15].reshape(5, 2)])
+            if scale != 1.0:  # pixel centres: (x + 0.5) / s - 0.5
+                pts = (pts + 0.5) / [scale_x, scale_y] - 0.5
+            (x0, y0), (x1, y1) = pts[:2]
+            if x1 - x0 < self.min_size:
+                continue
+            faces.append(Face((x0, y0, x1, y1), pts[2:], score))
+        faces.sort(key=lambda f: (-f.area, -f.score))
+        return faces
+
+
+DETECTORS: dict[str, Callable[..., Detector]] = {"yuface": YuFaceDetector}
+"""Registry of detector factories by name (see :func:`get_detector`)."""
+
+
+def get_detector(name: str = "yuface", **options) -> Detector:
+    """A detector by name, built with ``options`` (e.g. ``min_score=0.7``).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+        ImportError: the detector's package is missing; the message says what to ``pip install``.
+    """
+    try:
+        factory = DETECTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown face detector {name!r}; known: {', '.join(sorted(DETECTORS))}") from None
+    return factory(**options)
