@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    print(f"| model | input | batch | images/s | median step (s) |\n|---|---|---|---|---|")
+    print("| model | input | batch | images/s | median step (s) |\n|---|---|---|---|---|")
     for size in args.sizes:
         for name in args.models:
             r = measure(name, size, args.batch, args.steps, args.warmup)

@@ -82,3 +82,12 @@ def test_unknown_config_field_is_one_line():
 def test_debug_shows_traceback(tmp_path):
     done = dldl("--debug", "predict", "--model", tmp_path / "none.pt")
     assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_main_job_runs_on_bundled_samples_with_shipped_model():
+    from dldl.pretrained import list_pretrained
+
+    if "tiny_age_net-utkface" not in list_pretrained():
+        pytest.skip("no shipped model in this checkout")
+    rows = json.loads(dldl("predict", "--json", check=True).stdout.strip().splitlines()[-1])
+    assert len(rows) == 5 and all(r["error"] is None and 1 < r["age"] < 100 for r in rows)

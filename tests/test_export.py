@@ -5,8 +5,8 @@ import pytest
 
 from dldl.errors import CheckpointError
 from dldl.export import export, load_exported
-from dldl.pretrained import load
 from dldl.predict import Estimator
+from dldl.pretrained import load
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

@@ -31,3 +31,14 @@ def test_hash_mismatch_is_refused(tiny_run, tmp_path, monkeypatch):
 def test_unknown_name():
     with pytest.raises(DldlError, match="neither a file nor a shipped model"):
         dldl.load("definitely-not-a-model")
+
+
+def test_shipped_age_model_loads_and_matches_its_card():
+    if "tiny_age_net-utkface" not in list_pretrained():
+        pytest.skip("no shipped model in this checkout")
+    from dldl.pretrained import model_card
+
+    est = load("tiny_age_net-utkface")
+    card = model_card("tiny_age_net-utkface")
+    assert est.task == "age" and est.labels.num_labels == 101 and est.input_size == 64
+    assert card["bytes"] < 3_000_000 and "non-commercial" in card["licence"]

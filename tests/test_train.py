@@ -16,9 +16,9 @@ import torch
 
 from conftest import UTKFACE, needs_shared
 from dldl.checkpoint import load_checkpoint
+from dldl.data.cache import load_cached
 from dldl.data.sources import load_dataset
 from dldl.evaluate import prediction_report
-from dldl.data.cache import load_cached
 from dldl.predict import Estimator
 from dldl.train import TrainConfig, train
 
@@ -122,3 +122,18 @@ def test_tiny_age_net_on_64_utkface_faces(tmp_path):
     assert losses[-1] < losses[0]
     best = min(report["history"], key=lambda r: r["val_mae"])
     assert _recomputed_val_mae(cfg, tmp_path / "run" / "best.pt") == pytest.approx(best["val_mae"], abs=1e-9)
+
+
+@needs_shared
+def test_shipped_model_reproduces_its_coral_test_mae(tmp_path):
+    """The shipped model's card states its coral_test MAE; re-evaluating must agree within 0.05."""
+    from dldl.evaluate import evaluate
+    from dldl.pretrained import list_pretrained, load, model_card
+
+    if "tiny_age_net-utkface" not in list_pretrained():
+        pytest.skip("no shipped model in this checkout")
+    est = load("tiny_age_net-utkface")
+    report = evaluate(est, load_dataset("utkface", UTKFACE, "coral_test"), tmp_path / "cache")
+    card = model_card("tiny_age_net-utkface")["metrics_coral_test"]
+    assert abs(report["mae"] - card["mae_flip_tta"]) < 0.05
+    assert abs(report["no_flip"]["mae"] - card["mae_no_tta"]) < 0.05

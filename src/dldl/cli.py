@@ -90,7 +90,8 @@ def train(
 
     dldl train --profile cpu --root ../shared/data/utkface --out runs/tiny64
     """
-    from dldl.train import PROFILES, TrainConfig, train as run_training
+    from dldl.train import PROFILES, TrainConfig
+    from dldl.train import train as run_training
 
     fields: dict[str, Any] = {}
     if profile:

@@ -214,16 +214,35 @@ def _k(labels: LabelSet) -> int:
     return labels.num_labels
 
 
+# training losses with the common signature (output, target, y, labels, **options)
+def _train_dldl_v2(out: Tensor, t: Tensor, y: Tensor, labels: LabelSet, lam: float = 1.0,
+                   kl_reduction: KLReduction = "reference", **_: object) -> Tensor:
+    return dldl_v2_loss(out, t, y, labels, lam, kl_reduction)
+
+
+def _train_dldl(out: Tensor, t: Tensor, y: Tensor, labels: LabelSet, kl_reduction: KLReduction = "reference",
+                **_: object) -> Tensor:
+    return dldl_loss(out, t, kl_reduction)
+
+
+def _on_y(fn: Callable[[Tensor, Tensor, LabelSet], Tensor]) -> Callable[..., Tensor]:
+    """Adapt a loss of ``(output, y, labels)`` to the common signature."""
+    return lambda out, t, y, labels, **_: fn(out, y, labels)
+
+
+_ONE = lambda labels: 1  # noqa: E731
+_K_MINUS_1 = lambda labels: labels.num_labels - 1  # noqa: E731
+
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in [
-        Objective("dldl_v2", _k, lambda out, t, y, L, lam=1.0, kl_reduction="reference": dldl_v2_loss(out, t, y, L, lam, kl_reduction), _softmax, _expected),
-        Objective("dldl", _k, lambda out, t, y, L, kl_reduction="reference", **_: dldl_loss(out, t, kl_reduction), _softmax, _expected),
-        Objective("softmax", _k, lambda out, t, y, L, **_: softmax_loss(out, y, L), _softmax, _expected),
-        Objective("expectation_l1", _k, lambda out, t, y, L, **_: expectation_l1_loss(out, y, L), _softmax, _expected),
-        Objective("l1", lambda L: 1, lambda out, t, y, L, **_: l1_loss(out, y, L), None, _regression_estimate),
-        Objective("l2", lambda L: 1, lambda out, t, y, L, **_: l2_loss(out, y, L), None, _regression_estimate),
-        Objective("ranking", lambda L: L.num_labels - 1, lambda out, t, y, L, **_: ranking_loss(out, y, L), ranking_to_distribution, _ranking_estimate),
+        Objective("dldl_v2", _k, _train_dldl_v2, _softmax, _expected),
+        Objective("dldl", _k, _train_dldl, _softmax, _expected),
+        Objective("softmax", _k, _on_y(softmax_loss), _softmax, _expected),
+        Objective("expectation_l1", _k, _on_y(expectation_l1_loss), _softmax, _expected),
+        Objective("l1", _ONE, _on_y(l1_loss), None, _regression_estimate),
+        Objective("l2", _ONE, _on_y(l2_loss), None, _regression_estimate),
+        Objective("ranking", _K_MINUS_1, _on_y(ranking_loss), ranking_to_distribution, _ranking_estimate),
     ]
 }
 

@@ -10,7 +10,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 ArrayLike = Tensor | np.ndarray | Sequence[float]

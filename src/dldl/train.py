@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -33,9 +32,9 @@ from dldl.data.cache import load_cached
 from dldl.data.samples import SampleList
 from dldl.data.sources import check_labels_in, load_dataset
 from dldl.errors import DldlError
+from dldl.evaluate import prediction_report
 from dldl.labels import LabelSet, gaussian_distribution, histogram_distribution
 from dldl.losses import get_objective
-from dldl.evaluate import prediction_report
 from dldl.models import create_model
 from dldl.predict import Estimator
 

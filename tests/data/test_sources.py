@@ -16,8 +16,19 @@ import pytest
 
 from dldl.data.samples import Sample, SampleList
 from dldl.data.sources import (
-    DATASETS, DataWarning, check_labels_in, load_dataset, read_cfd, read_chalearn, read_manifest_csv,
-    read_mebeauty, read_morph, read_morph_list, read_scut_fbp, read_scut_fbp5500, read_utkface,
+    DATASETS,
+    DataWarning,
+    check_labels_in,
+    load_dataset,
+    read_cfd,
+    read_chalearn,
+    read_manifest_csv,
+    read_mebeauty,
+    read_morph,
+    read_morph_list,
+    read_scut_fbp,
+    read_scut_fbp5500,
+    read_utkface,
 )
 from dldl.errors import DataError
 from dldl.labels import LabelSet

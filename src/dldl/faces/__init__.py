@@ -1,0 +1,57 @@
+"""Offline face detection and 5-point alignment for in-the-wild photos.
+
+Detect faces with a :class:`Detector` (``get_detector("yuface")``), then warp each to a canonical
+crop that looks like the training data (``TEMPLATES["utkface"]``: UTKFace's 200x200 chips)::
+
+    from dldl.faces import get_detector, detect_and_align
+    for face, crop in detect_and_align(rgb_array, get_detector()):
+        ...  # crop: (200, 200, 3) uint8, face.box, face.landmarks, face.score
+
+See docs/FACES.md for the measured templates and the detector choice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dldl.faces.align import (
+    TEMPLATES,
+    align_face,
+    alignment_matrix,
+    estimate_similarity,
+    get_template,
+    invert_affine,
+    transform_points,
+    warp_affine,
+)
+from dldl.faces.detect import (
+    DETECTORS,
+    LANDMARK_NAMES,
+    Detector,
+    Face,
+    YuFaceDetector,
+    check_rgb,
+    get_detector,
+)
+
+
+def detect_and_align(image: np.ndarray, detector: Detector, template: str | np.ndarray = "utkface",
+                     output_size: int = 200) -> list[tuple[Face, np.ndarray]]:
+    """Every face the ``detector`` finds in ``image`` ``(H, W, 3)`` uint8 RGB, with its aligned
+    ``(output_size, output_size, 3)`` uint8 crop, in the detector's order (yuface: largest first).
+
+    >>> class NoFaces:
+    ...     def detect(self, image): return []
+    >>> detect_and_align(np.zeros((8, 8, 3), np.uint8), NoFaces())
+    []
+    """
+    check_rgb(image)
+    get_template(template)  # fail on a bad template even when there is no face
+    return [(face, align_face(image, face.landmarks, template, output_size)) for face in detector.detect(image)]
+
+
+__all__ = [
+    "DETECTORS", "LANDMARK_NAMES", "TEMPLATES", "Detector", "Face", "YuFaceDetector", "align_face",
+    "alignment_matrix", "detect_and_align", "estimate_similarity", "get_detector", "get_template",
+    "invert_affine", "transform_points", "warp_affine",
+]
