@@ -91,3 +91,11 @@ def test_main_job_runs_on_bundled_samples_with_shipped_model():
         pytest.skip("no shipped model in this checkout")
     rows = json.loads(dldl("predict", "--json", check=True).stdout.strip().splitlines()[-1])
     assert len(rows) == 5 and all(r["error"] is None and 1 < r["age"] < 100 for r in rows)
+
+
+def test_set_values_keep_text_fields_as_text():
+    from dldl.cli import _parse_value
+
+    assert _parse_value("str", "1:10:0.1") == "1:10:0.1"  # YAML would read this as a base-60 number
+    assert _parse_value("str | None", "null") is None
+    assert _parse_value("float", "0.5") == 0.5 and _parse_value("bool", "false") is False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -33,8 +34,13 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebac
     state["debug"] = debug
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"warning: {message}\n"
+
+
 def run() -> None:
     """Console entry point: run the app, turning user errors into one clear line."""
+    warnings.formatwarning = _format_warning  # data warnings (skipped rows...) as one line each
     try:
         app(standalone_mode=False)
     except DldlError as e:
@@ -65,7 +71,13 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(annotation: Any, text: str) -> Any:
+    """A ``--set`` value: kept as text for string fields (so ``labels=1:10:0.1`` stays a string),
+    else parsed as YAML (numbers, booleans, lists, mappings); ``null`` means None."""
+    if text.strip().lower() in ("null", "none", "~"):
+        return None
+    if str(annotation).replace(" ", "") in ("str", "str|None"):
+        return text
     return yaml.safe_load(text)
 
 
@@ -111,12 +123,13 @@ def train(
     options = dict(dataset=dataset, root=root, model=model, loss=loss, epochs=epochs, batch_size=batch_size,
                    input_size=input_size, out_dir=out, device=device, seed=seed)
     fields.update({k: v for k, v in options.items() if v is not None})
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise DldlError(f"--set {item!r}: expected KEY=VALUE")
-        fields[key.strip()] = _parse_value(value)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+        fields[key.strip()] = _parse_value(types.get(key.strip()), value)
+    known = set(types)
     unknown = sorted(set(fields) - known)
     if unknown:
         raise DldlError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

@@ -99,6 +99,8 @@ class TrainConfig:
         if self.target not in ("gaussian", "histogram"):
             raise ValueError(f"target must be 'gaussian' or 'histogram', got {self.target!r}")
         get_objective(self.loss)
+        if not isinstance(self.labels, str):
+            raise ValueError(f"labels must be text like '0:100:1' (quote it in YAML), got {self.labels!r}")
         LabelSet.parse(self.labels)
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,6 +192,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
     model.to(device)
+    if ddp and device.type == "cuda":  # SyncBatchNorm needs CUDA (NCCL); with gloo on CPU each process keeps its own BN
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
