@@ -38,11 +38,14 @@ def test_predict_json_continues_past_bad_files(tiny_run, tmp_path):
     good = sorted((tiny_run / "data").glob("*.png"))[:2]
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really")
-    done = dldl("predict", *good, bad, "--model", tiny_run / "run" / "best.pt", "--json", check=True)
+    done = dldl("predict", *good, bad, "--crops", "--model", tiny_run / "run" / "best.pt", "--json", check=True)
     rows = json.loads(done.stdout.strip().splitlines()[-1])
     assert [r["error"] is None for r in rows] == [True, True, False]
-    assert "broken.jpg" in rows[2]["path"] and rows[2]["age"] is None
-    assert all(isinstance(r["age"], float) and len(r["interval_90"]) == 2 for r in rows[:2])
+    assert "broken.jpg" in rows[2]["path"] and rows[2]["faces"] == []
+    faces = [r["faces"][0] for r in rows[:2]]
+    assert all(isinstance(f["age"], float) and len(f["interval_90"]) == 2 for f in faces)
+    strict = dldl("predict", *good, bad, "--crops", "--model", tiny_run / "run" / "best.pt", "--json", "--strict")
+    assert strict.returncode == 1 and json.loads(strict.stdout.strip().splitlines()[-1])[0]["error"] is None
 
 
 def test_eval_json_last_line_has_mae(tiny_run):
@@ -89,8 +92,13 @@ def test_main_job_runs_on_bundled_samples_with_shipped_model():
 
     if "tiny_age_net-utkface" not in list_pretrained():
         pytest.skip("no shipped model in this checkout")
+    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     rows = json.loads(dldl("predict", "--json", check=True).stdout.strip().splitlines()[-1])
-    assert len(rows) == 5 and all(r["error"] is None and 1 < r["age"] < 100 for r in rows)
+    assert len(rows) == 3 and all(r["error"] is None and r["faces"] for r in rows)
+    for face in (f for r in rows for f in r["faces"]):
+        assert 1 < face["age"] < 100 and len(face["box"]) == 4 and len(face["landmarks"]) == 5
+    crops = json.loads(dldl("predict", "--crops", "--json", check=True).stdout.strip().splitlines()[-1])
+    assert len(crops) == 5 and all(len(r["faces"]) == 1 for r in crops)
 
 
 def test_set_values_keep_text_fields_as_text():

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import numpy as np
 import typer
 import yaml
 from rich.console import Console
@@ -25,8 +26,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Facial age and attractiveness estimation by deep label-distribution learning (DLDL-v2).")
 err = Console(stderr=True)
 state = {"debug": False}
-SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"
-DEFAULT_MODEL = "tiny_age_net-utkface"
+SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"  # aligned face crops
+PHOTOS_DIR = Path(__file__).parent / "assets" / "photos"  # in-the-wild photos
+DEFAULT_MODELS = {"age": "tiny_age_net-utkface", "beauty": "tiny_age_net-mebeauty"}
+DEFAULT_MODEL = DEFAULT_MODELS["age"]
 
 
 @app.callback()
@@ -188,60 +191,126 @@ def eval_(
 
 @app.command()
 def predict(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Aligned face-crop images or folders (default: the bundled samples).")] = None,
-    model: Annotated[str, typer.Option(help="A shipped model name or a checkpoint path.")] = DEFAULT_MODEL,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Photos, folders (recursive) or globs (default: the bundled photos).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="A shipped model name or a model file (default: the shipped model for --task).")] = None,
+    task: Annotated[str, typer.Option(help="age or beauty: picks the default model.")] = "age",
+    crops: Annotated[bool, typer.Option("--crops", help="Inputs are aligned face crops: skip detection.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (an object per image).")] = False,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write one CSV row per face to this file.")] = None,
+    save_dir: Annotated[Optional[Path], typer.Option(help="Write each photo with boxes and estimates drawn into this folder.")] = None,
     no_tta: Annotated[bool, typer.Option("--no-tta", help="Skip horizontal-flip test-time augmentation.")] = False,
     runtime: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime; the model is exported once and cached).")] = "torch",
     device: Annotated[str, typer.Option()] = "cpu",
+    strict: Annotated[bool, typer.Option("--strict", help="Exit with status 1 if any input could not be read.")] = False,
 ) -> None:
-    """Estimate age (or beauty) for aligned face crops, one result per image.
+    """Estimate the age (or beauty) of every face in photos, offline.
 
-    Unreadable files are reported and skipped; the others continue.
+    Faces are detected, aligned to the model's training crops and estimated; unreadable files are
+    reported and skipped, the others continue.
     """
-    import numpy as np
-
-    from dldl.data.images import IMAGE_SUFFIXES, load_face
+    from dldl.data.images import IMAGE_SUFFIXES, read_image
+    from dldl.predict import Predictor
     from dldl.pretrained import load
 
-    files = _expand(paths or [SAMPLES_DIR], IMAGE_SUFFIXES)
+    default_dir = SAMPLES_DIR if crops else PHOTOS_DIR
+    files = _expand(paths or [str(default_dir)], IMAGE_SUFFIXES)
     if not files:
-        raise DldlError(f"no image files found in {', '.join(map(str, paths or [SAMPLES_DIR]))}")
-    estimator = load(model, device, runtime)
+        raise DldlError(f"no image files found in {', '.join(paths or [str(default_dir)])}")
+    if model is None:
+        model = DEFAULT_MODELS.get(task)
+        if model is None:
+            raise DldlError(f"unknown task {task!r}; use one of {', '.join(DEFAULT_MODELS)}")
+    detector = None
+    if not crops:
+        from dldl.faces import get_detector
+
+        detector = get_detector()
+    predictor = Predictor(load(model, device, runtime), detector, tta_flip=not no_tta)
+    name = predictor.estimator.task
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
-    crops, ok = [], []
-    for f in files:
+    for f in _progress_over(files, enabled=not as_json and len(files) > 10):
         try:
-            crops.append(load_face(f, estimator.cache_size))
-            ok.append(len(results))
-            results.append({"path": str(f), estimator.task: None, "error": None})
+            image = read_image(f)
         except DldlError as e:
-            results.append({"path": str(f), estimator.task: None, "error": e.problem if hasattr(e, "problem") else str(e)})
-    if crops:
-        pred = estimator.predict_arrays(np.stack(crops), tta_flip=not no_tta)
-        interval = pred.interval()
-        for j, i in enumerate(ok):
-            results[i][estimator.task] = round(float(pred.estimate[j]), 3)
-            if interval is not None:
-                results[i]["interval_90"] = [round(float(v), 3) for v in interval[j]]
+            results.append({"path": str(f), "faces": [], "error": getattr(e, "problem", str(e))})
+            continue
+        faces = predictor.predict(np.asarray(image))
+        results.append({"path": str(f), "faces": [face.to_dict(name) for face in faces], "error": None})
+        if save_dir is not None:
+            _annotate(image, faces, name).save(save_dir / f"{Path(f).stem}_{name}.jpg", quality=90)
+    if csv_path is not None:
+        _write_csv(csv_path, results, name)
     if as_json:
         typer.echo(json.dumps(results))
+    else:
+        _print_table(results, name, str(model))
+    if strict and any(r["error"] for r in results):
+        raise typer.Exit(1)
+
+
+def _progress_over(items: list, enabled: bool):
+    if not enabled:
+        yield from items
         return
-    table = Table(title=f"{estimator.task} estimates ({model})")
-    for col in ("file", estimator.task, "5-95% interval", "error"):
+    from rich.progress import track
+
+    yield from track(items, description="predicting", console=err, transient=True)
+
+
+def _annotate(image, faces, name: str):
+    from PIL import ImageDraw
+
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    for face in faces:
+        draw.rectangle(face.box, outline=(255, 60, 60), width=max(2, out.width // 300))
+        draw.text((face.box[0] + 3, face.box[1] + 3), f"{name} {face.value:.1f}", fill=(255, 255, 0))
+    return out
+
+
+def _write_csv(path: Path, results: list[dict[str, Any]], name: str) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "face", "x0", "y0", "x1", "y1", "score", name, "p5", "p95", "error"])
+        for r in results:
+            for i, face in enumerate(r["faces"]):
+                iv = face["interval_90"] or [None, None]
+                w.writerow([r["path"], i, *face["box"], face["score"], face[name], *iv, ""])
+            if not r["faces"]:
+                w.writerow([r["path"], "", "", "", "", "", "", "", "", "", r["error"] or "no face found"])
+
+
+def _print_table(results: list[dict[str, Any]], name: str, model: str) -> None:
+    table = Table(title=f"{name} estimates ({model})")
+    for col in ("file", "face", "box", name, "5-95% interval", "note"):
         table.add_column(col)
     for r in results:
-        iv = r.get("interval_90")
-        table.add_row(Path(r["path"]).name, "" if r[estimator.task] is None else f"{r[estimator.task]:.1f}",
-                      f"{iv[0]:g}-{iv[1]:g}" if iv else "", r["error"] or "")
+        file = Path(r["path"]).name
+        if r["error"] or not r["faces"]:
+            table.add_row(file, "", "", "", "", r["error"] or "no face found")
+        for i, face in enumerate(r["faces"]):
+            iv = face["interval_90"]
+            table.add_row(file, str(i + 1), " ".join(f"{v:.0f}" for v in face["box"]), f"{face[name]:.1f}",
+                          f"{iv[0]:g}-{iv[1]:g}" if iv else "", "")
     Console().print(table)
 
 
-def _expand(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
+def _expand(paths: list[str], suffixes: tuple[str, ...]) -> list[Path]:
+    """Files as given, folders searched recursively for images, and globs the shell did not expand."""
+    import glob
+
     files: list[Path] = []
-    for p in paths:
+    for text in paths:
+        p = Path(text)
         if p.is_dir():
             files += sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
+        elif not p.exists() and any(c in text for c in "*?["):
+            files += sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
         else:
             files.append(p)
     return files

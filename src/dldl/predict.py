@@ -116,3 +116,73 @@ class Estimator:
     def predict_files(self, paths: list[str | Path], tta_flip: bool = True) -> Prediction:
         """Face-crop image files -> :class:`Prediction` (raises DataError naming a bad file)."""
         return self.predict_arrays(np.stack([load_face(p, self.cache_size) for p in paths]), tta_flip)
+
+
+@dataclass
+class FacePrediction:
+    """One face found in a photo: where it is and what the model estimates.
+
+    ``box`` is ``(x0, y0, x1, y1)`` and ``landmarks`` ``(5, 2)`` in photo pixels (``None`` for a
+    given crop); ``value`` the estimate (age in years or beauty score), ``interval`` its 5-95%
+    interval from the predicted distribution, ``distribution`` the ``(K,)`` distribution.
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray | None
+    score: float | None
+    value: float
+    interval: tuple[float, float] | None
+    distribution: np.ndarray | None
+    crop: np.ndarray
+
+    def to_dict(self, task: str) -> dict[str, Any]:
+        return {"box": [round(v, 1) for v in self.box],
+                "landmarks": None if self.landmarks is None else np.round(self.landmarks, 1).tolist(),
+                "score": None if self.score is None else round(self.score, 3), task: round(self.value, 3),
+                "interval_90": None if self.interval is None else [round(v, 3) for v in self.interval]}
+
+
+ALIGN_SIZE = 200  # faces are aligned at the side of UTKFace's chips, then resized like the training cache
+
+
+class Predictor:
+    """Photo -> faces -> estimates: detect faces, align each to the model's crop template, predict.
+
+    Args:
+        estimator: a loaded model (``dldl.load(...)``).
+        detector: a face detector (``dldl.faces.get_detector()``); ``None`` treats every input as an
+            already aligned face crop.
+        template: the alignment template; default ``"utkface"`` for age models and ``"mebeauty"``
+            for beauty models, i.e. the crops each was trained on.
+        tta_flip: average over the crop and its mirror image.
+    """
+
+    def __init__(self, estimator: Estimator, detector: Any | None = None, template: str | None = None,
+                 tta_flip: bool = True) -> None:
+        self.estimator = estimator
+        self.detector = detector
+        self.template = template or ("mebeauty" if estimator.task == "beauty" else "utkface")
+        self.tta_flip = tta_flip
+
+    def predict(self, image: np.ndarray) -> list[FacePrediction]:
+        """``(H, W, 3)`` uint8 RGB photo (or crop) -> one :class:`FacePrediction` per face, largest first."""
+        from PIL import Image
+
+        from dldl.data.images import square_resize
+        from dldl.faces import detect_and_align
+
+        size = self.estimator.cache_size
+        if self.detector is None:
+            h, w = image.shape[:2]
+            found = [(None, square_resize(Image.fromarray(image), size), (0.0, 0.0, float(w), float(h)))]
+        else:
+            found = [(face, square_resize(Image.fromarray(crop), size), face.box)
+                     for face, crop in detect_and_align(image, self.detector, self.template, ALIGN_SIZE)]
+        if not found:
+            return []
+        pred = self.estimator.predict_arrays(np.stack([c for _, c, _ in found]), self.tta_flip)
+        intervals = pred.interval()
+        return [FacePrediction(box, None if face is None else face.landmarks, None if face is None else face.score,
+                               float(pred.estimate[i]), None if intervals is None else tuple(map(float, intervals[i])),
+                               None if pred.distribution is None else pred.distribution[i], crop)
+                for i, (face, crop, box) in enumerate(found)]
