@@ -28,6 +28,7 @@ from dldl.faces.detect import (
     DETECTORS,
     LANDMARK_NAMES,
     Detector,
+    DetectorUnavailable,
     Face,
     YuFaceDetector,
     check_rgb,
@@ -51,7 +52,7 @@ def detect_and_align(image: np.ndarray, detector: Detector, template: str | np.n
 
 
 __all__ = [
-    "DETECTORS", "LANDMARK_NAMES", "TEMPLATES", "Detector", "Face", "YuFaceDetector", "align_face",
+    "DETECTORS", "LANDMARK_NAMES", "TEMPLATES", "Detector", "DetectorUnavailable", "Face", "YuFaceDetector", "align_face",
     "alignment_matrix", "detect_and_align", "estimate_similarity", "get_detector", "get_template",
     "invert_affine", "transform_points", "warp_affine",
 ]

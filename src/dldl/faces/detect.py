@@ -16,6 +16,8 @@ from typing import Callable, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from dldl.errors import DldlError
+
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 """Order of :attr:`Face.landmarks` rows; left/right as seen in the image (image-left first)."""
 
@@ -107,11 +109,15 @@ class Detector(Protocol):
     def detect(self, image: np.ndarray) -> list[Face]: ...
 
 
+class DetectorUnavailable(DldlError, ImportError):
+    """The package a face detector needs is not installed (the message names the pip command)."""
+
+
 def _import_optional(module: str, pip_name: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(
+        raise DetectorUnavailable(
             f"{purpose} needs the '{pip_name}' package, which is not installed: pip install {pip_name}"
             f" (wheels exist for CPython 3.8-3.11 on Linux x86_64 and Windows; import error: {e})"
         ) from e
@@ -165,7 +171,7 @@ class YuFaceDetector:
 
     def _raw(self, image: np.ndarray) -> np.ndarray:
         """Network output for an RGB image: ``(N, 15)`` int rows ``score%, x, y, w, h, 5 x (x, y)``."""
-        bgr = np.ascontiguousarray(image[:, :, ::-1])  # the C++ side ignores strides: must be contiguous
+        bgr = np.ascontiguousarray(image[:, :, ::-1])  # a strided view gave different boxes: copy
         if self._set_threads is not None:
             self._set_threads(int(self.num_threads))
         return np.asarray(self._yuface.c_detect(bgr))[:, :15].astype(np.float64)
@@ -209,7 +215,8 @@ def get_detector(name: str = "yuface", **options) -> Detector:
 
     Raises:
         ValueError: unknown name (the message lists the known ones).
-        ImportError: the detector's package is missing; the message says what to ``pip install``.
+        DetectorUnavailable: (an ImportError) the detector's package is missing; the message says
+            what to ``pip install``.
     """
     try:
         factory = DETECTORS[name]

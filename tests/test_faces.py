@@ -1,0 +1,276 @@
+"""dldl.faces: detection on bundled photos, similarity estimation and alignment, errors."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dldl
+from conftest import UTKFACE, needs_shared
+from dldl.errors import DldlError
+from dldl.faces import (
+    TEMPLATES,
+    Detector,
+    Face,
+    align_face,
+    alignment_matrix,
+    detect_and_align,
+    estimate_similarity,
+    get_detector,
+    invert_affine,
+    transform_points,
+    warp_affine,
+)
+
+PHOTOS = Path(dldl.__file__).resolve().parent / "assets" / "photos"
+EXPECTED_FACES = {  # photo -> number of faces the default detector must find
+    "steward-masweneng-Ws4YEqBafus-unsplash.jpg": 2,
+    "suzana-sousa-IC1_YWQn6so-unsplash.jpg": 2,
+    "anastasiya-pavlova-v6XumrQC1NA-unsplash.jpg": 1,
+}
+
+
+def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
+    c, s = scale * math.cos(math.radians(angle_deg)), scale * math.sin(math.radians(angle_deg))
+    return np.array([[c, -s, tx], [s, c, ty]])
+
+
+def smooth_image(size: int, seed: int = 0) -> np.ndarray:
+    """``(size, size, 3)`` uint8 of a few wide Gaussian blobs: interpolation barely changes it."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size].astype(np.float64)
+    img = np.full((size, size, 3), 40.0)
+    for _ in range(12):
+        cx, cy, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(size / 12, size / 6)
+        img += rng.uniform(20, 80, 3) * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))[..., None]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def load(name: str) -> np.ndarray:
+    return np.asarray(Image.open(PHOTOS / name).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    pytest.importorskip("yuface", reason="yuface (the face detector) is not installed: pip install yuface",
+                        exc_type=ImportError)
+    return get_detector("yuface")
+
+
+# --- detection ------------------------------------------------------------------------------------
+
+
+def test_bundled_photos_are_attributed_and_small():
+    files = sorted(p.name for p in PHOTOS.glob("*.jpg"))
+    assert files == sorted(EXPECTED_FACES)
+    attribution = (PHOTOS / "ATTRIBUTION.md").read_text()
+    for name in files:
+        photo_id = name.removesuffix("-unsplash.jpg")[-11:]
+        assert f"https://unsplash.com/photos/{photo_id}" in attribution
+        assert max(Image.open(PHOTOS / name).size) <= 512
+    assert sum(p.stat().st_size for p in PHOTOS.iterdir()) < 300_000
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_FACES))
+def test_detects_faces_with_sane_geometry(detector, name):
+    image = load(name)
+    faces = detector.detect(image)
+    assert len(faces) == EXPECTED_FACES[name]
+    assert [f.area for f in faces] == sorted((f.area for f in faces), reverse=True)
+    h, w = image.shape[:2]
+    for face in faces:
+        x0, y0, x1, y1 = face.box
+        assert 0.7 <= face.score <= 1.0
+        assert 20 <= x1 - x0 <= w and 20 <= y1 - y0 <= h
+        assert -0.3 * (x1 - x0) <= x0 < x1 <= w + 0.3 * (x1 - x0)  # a face cut by the border may overhang
+        lm = face.landmarks
+        assert lm.shape == (5, 2) and not lm.flags.writeable
+        margin = 0.05 * np.array([x1 - x0, y1 - y0])  # the box is clipped to the image, the points not
+        assert np.all((lm >= np.array([x0, y0]) - margin) & (lm <= np.array([x1, y1]) + margin))
+        left_eye, right_eye, nose, mouth_left, mouth_right = lm
+        assert left_eye[0] < right_eye[0] and mouth_left[0] < mouth_right[0]
+        assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
+
+
+def test_no_face_in_blank_or_noise(detector):
+    rng = np.random.default_rng(0)
+    assert detector.detect(np.zeros((96, 128, 3), np.uint8)) == []  # (all-black frames are slow: small)
+    assert detector.detect(np.full((100, 100, 3), 200, np.uint8)) == []
+    assert detector.detect(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)) == []
+    assert detect_and_align(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), detector) == []
+
+
+def test_large_image_is_downscaled_and_mapped_back(detector):
+    name = "suzana-sousa-IC1_YWQn6so-unsplash.jpg"
+    small = load(name)
+    big = np.asarray(Image.fromarray(small).resize((1500, 1500), Image.BICUBIC))
+    ref, faces = detector.detect(small), detector.detect(big)
+    assert len(faces) == len(ref) == 2
+    # 1500 px is detected at 640 px and the results come back in 1500 px coordinates; the 2nd face is
+    # cut by the border, so it moves more with the scale: compare it by overlap only.
+    side = ref[0].width * 3
+    assert np.allclose(np.array(faces[0].box), (np.array(ref[0].box) + 0.5) * 3 - 0.5, atol=0.1 * side)
+    assert np.allclose(faces[0].landmarks, (ref[0].landmarks + 0.5) * 3 - 0.5, atol=0.1 * side)
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = ((np.array(ref[1].box) + 0.5) * 3 - 0.5), faces[1].box
+    inter = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(0, min(ay1, by1) - max(ay0, by0))
+    assert inter / (ref[1].area * 9 + faces[1].area - inter) > 0.5
+
+
+def test_detector_is_a_detector_and_validates_input(detector):
+    assert isinstance(detector, Detector)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8.*shape \(50, 60\)"):
+        detector.detect(np.zeros((50, 60), np.uint8))
+    with pytest.raises(ValueError, match="dtype float64"):
+        detector.detect(np.zeros((50, 60, 3)))
+
+
+def test_detect_and_align_on_photo(detector):
+    image = load("steward-masweneng-Ws4YEqBafus-unsplash.jpg")
+    pairs = detect_and_align(image, detector, template="mebeauty", output_size=224)
+    assert len(pairs) == 2
+    for face, crop in pairs:
+        assert isinstance(face, Face) and crop.shape == (224, 224, 3) and crop.dtype == np.uint8
+
+
+def test_realigned_photo_faces_land_on_template(detector):
+    """Re-detecting on an aligned crop finds the landmarks on the template, up to detector noise."""
+    image = load("anastasiya-pavlova-v6XumrQC1NA-unsplash.jpg")  # a tilted head
+    (face, crop), = detect_and_align(image, detector, output_size=200)
+    m = alignment_matrix(face.landmarks, "utkface", 200)
+    assert math.degrees(abs(math.atan2(m[1, 0], m[0, 0]))) > 10  # it really was rotated
+    padded = np.pad(crop, ((50, 50), (50, 50), (0, 0)), mode="reflect")  # context, as in a photo
+    again = max(detector.detect(padded), key=lambda f: f.score)
+    error = np.linalg.norm(again.landmarks - 50 - (TEMPLATES["utkface"] * 200 - 0.5), axis=1)
+    assert error.mean() < 0.05 * 200, error
+
+
+# --- similarity and warping -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("params", [(1.0, 0.0, 0.0, 0.0), (0.37, 23.0, -5.0, 140.0), (2.5, -170.0, 30.0, 7.5)])
+def test_estimate_similarity_is_exact_on_noise_free_points(params):
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 300, (7, 2))
+    true = similarity(*params)
+    est = estimate_similarity(src, transform_points(src, true))
+    np.testing.assert_allclose(est, true, atol=1e-9)
+    np.testing.assert_allclose(invert_affine(est) @ np.r_[est, [[0, 0, 1]]], np.eye(3)[:2], atol=1e-9)
+
+
+def test_estimate_similarity_is_least_squares():
+    rng = np.random.default_rng(2)
+    src = rng.uniform(0, 100, (5, 2))
+    dst = transform_points(src, similarity(0.8, 12.0, 3.0, -4.0)) + rng.normal(0, 2, (5, 2))
+    best = estimate_similarity(src, dst)
+    cost = lambda m: np.sum((transform_points(src, m) - dst) ** 2)  # noqa: E731
+    for _ in range(50):  # any nearby similarity fits worse
+        a, b = best[0, 0] + rng.normal(0, 0.01), best[1, 0] + rng.normal(0, 0.01)
+        t = best[:, 2] + rng.normal(0, 0.3, 2)
+        assert cost(np.array([[a, -b, t[0]], [b, a, t[1]]])) >= cost(best)
+
+
+def test_warp_identity_and_integer_shift_are_exact():
+    image = np.random.default_rng(3).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert np.array_equal(warp_affine(image, similarity(1, 0, 0, 0), 40), image)
+    assert np.array_equal(warp_affine(image, similarity(1, 0, -3, -5), 30), image[5:35, 3:33])
+    assert np.all(warp_affine(image, similarity(1, 0, 500, 0), 16) == 0)  # crop misses the image: fill
+
+
+@pytest.mark.parametrize("scale", [1.6, 0.7, 0.12])  # 0.12: box-reduced by 8 before the bicubic warp
+def test_warp_moves_a_point_where_the_matrix_says(scale):
+    size = 800
+    y, x = np.mgrid[:size, :size]
+    point = np.array([401.3, 388.6])
+    sigma = 6 / scale
+    blob = np.exp(-((x - point[0]) ** 2 + (y - point[1]) ** 2) / (2 * sigma**2)) * 255
+    image = np.repeat(blob.round().astype(np.uint8)[..., None], 3, axis=2)
+    m = similarity(scale, 33.0, 0, 0)
+    m[:, 2] = 50 - m[:, :2] @ [400, 400]
+    out = warp_affine(image, m, 100)[..., 0].astype(np.float64)
+    yy, xx = np.mgrid[:100, :100]
+    centroid = np.array([(out * xx).sum(), (out * yy).sum()]) / out.sum()
+    np.testing.assert_allclose(centroid, transform_points(point[None], m)[0], atol=0.1)
+
+
+def test_align_recovers_a_known_similarity():
+    """Synthetic face: the canonical crop, put into a bigger image by a known similarity."""
+    size, canvas = 120, 400
+    crop = smooth_image(size)
+    to_crop = similarity(0.45, -27.0, 0, 0)  # image -> crop
+    to_crop[:, 2] = size / 2 - to_crop[:, :2] @ [210, 190]
+    image = warp_affine(crop, invert_affine(to_crop), canvas)  # the crop, bigger and rotated
+    template = TEMPLATES["utkface"]
+    landmarks = transform_points(template * size - 0.5, invert_affine(to_crop))
+    np.testing.assert_allclose(alignment_matrix(landmarks, template, size), to_crop, atol=1e-9)
+    aligned = align_face(image, landmarks, "utkface", size)
+    diff = np.abs(aligned.astype(int) - crop.astype(int))[3:-3, 3:-3]  # the rim saw outside the crop
+    assert diff.mean() < 1.5 and diff.max() <= 6  # two bicubic interpolations of a smooth image
+    assert transform_points(landmarks, alignment_matrix(landmarks, "utkface", 64)) == pytest.approx(
+        TEMPLATES["utkface"] * 64 - 0.5, abs=1e-9)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def test_shape_errors_name_the_shapes():
+    image = np.zeros((50, 50, 3), np.uint8)
+    landmarks = TEMPLATES["utkface"] * 50
+    with pytest.raises(ValueError, match=r"landmarks must have shape \(5, 2\), got shape \(4, 2\)"):
+        align_face(image, landmarks[:4])
+    with pytest.raises(ValueError, match=r"got shape \(50, 50, 4\)"):
+        align_face(np.zeros((50, 50, 4), np.uint8), landmarks)
+    with pytest.raises(ValueError, match=r"template must have shape \(5, 2\), got shape \(10,\)"):
+        align_face(image, landmarks, template=np.zeros(10))
+    with pytest.raises(ValueError, match=r"same shape, got \(3, 2\) and \(4, 2\)"):
+        estimate_similarity(np.zeros((3, 2)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="coincide"):
+        estimate_similarity(np.ones((5, 2)), np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="unknown template 'ffhq'; known: mebeauty, utkface"):
+        align_face(image, landmarks, template="ffhq")
+    with pytest.raises(ValueError, match=r"matrix must have shape \(2, 3\), got shape \(3, 3\)"):
+        transform_points(landmarks, np.eye(3))
+    with pytest.raises(ValueError, match="output_size"):
+        align_face(image, landmarks, output_size=0)
+    with pytest.raises(ValueError, match="singular"):
+        warp_affine(image, np.zeros((2, 3)), 10)
+    with pytest.raises(ValueError, match=r"landmarks must have shape \(5, 2\), got shape \(10,\)"):
+        Face((0, 0, 1, 1), np.zeros(10), 0.5)
+
+
+def test_templates_are_read_only_and_normalised():
+    for name, template in TEMPLATES.items():
+        assert template.shape == (5, 2) and not template.flags.writeable, name
+        assert np.all((template > 0.2) & (template < 0.8)), name
+        assert template[0, 0] < template[2, 0] < template[1, 0], name  # eyes either side of the nose
+        assert template[:2, 1].max() < template[2, 1] < template[3:, 1].min(), name
+
+
+def test_missing_detector_package_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "yuface", None)  # makes `import yuface` fail
+    with pytest.raises(ImportError, match="pip install yuface") as info:
+        get_detector("yuface")
+    assert isinstance(info.value, DldlError)  # the CLI prints it as one line
+    with pytest.raises(ValueError, match="unknown face detector 'dlib'; known: yuface"):
+        get_detector("dlib")
+
+
+# --- the measured template ------------------------------------------------------------------------
+
+
+@needs_shared
+def test_utkface_template_matches_utkface_chips(detector):
+    """Landmarks detected on 16 UTKFace chips (with context) average close to the shipped template."""
+    names = (UTKFACE / "splits" / "coral_test.txt").read_text().split()[500:516]  # not the measured ones
+    points = []
+    for name in names:
+        chip = np.asarray(Image.open(UTKFACE / "images" / name).convert("RGB"))
+        faces = detector.detect(np.pad(chip, ((32, 32), (32, 32), (0, 0)), mode="reflect"))
+        points.append((max(faces, key=lambda f: f.score).landmarks - 32 + 0.5) / 200)
+    error = np.abs(np.median(points, axis=0) - TEMPLATES["utkface"])
+    # per-face spread (IQR) is 4-11 px at 200 px, the most for the nose's x (head turns)
+    assert error.mean() < 0.015 and error.max() < 0.045, error
