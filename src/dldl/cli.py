@@ -45,7 +45,9 @@ def run() -> None:
     """Console entry point: run the app, turning user errors into one clear line."""
     warnings.formatwarning = _format_warning  # data warnings (skipped rows...) as one line each
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer.Exit(n) inside a command comes back as the return value
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except DldlError as e:
         _fail(str(e))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
