@@ -105,7 +105,7 @@ class Estimator:
         self.model.eval()
         est, dist = [], []
         for i in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).permute(0, 3, 1, 2)
+            batch = torch.from_numpy(np.require(images[i:i + batch_size], requirements=["C", "W"])).permute(0, 3, 1, 2)
             e, d = self.predict_batch(batch, tta_flip)
             est.append(e.cpu())
             if d is not None:
