@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import UTKFACE, needs_shared
+from conftest import SHARED, UTKFACE, needs_shared
 from dldl.checkpoint import load_checkpoint
 from dldl.data.cache import load_cached
 from dldl.data.sources import load_dataset
@@ -125,15 +125,21 @@ def test_tiny_age_net_on_64_utkface_faces(tmp_path):
 
 
 @needs_shared
-def test_shipped_model_reproduces_its_coral_test_mae(tmp_path):
-    """The shipped model's card states its coral_test MAE; re-evaluating must agree within 0.05."""
+@pytest.mark.parametrize("name,dataset,folder,split,card_key", [
+    ("tiny_age_net-utkface", "utkface", "utkface", "coral_test", "metrics_coral_test"),
+    ("tiny_age_net-mebeauty", "mebeauty", "mebeauty", "test", "metrics_mebeauty_test"),
+])
+def test_shipped_model_reproduces_its_card(tmp_path, name, dataset, folder, split, card_key):
+    """Each shipped model's card states its test metrics; re-evaluating must agree within 0.05 MAE."""
     from dldl.evaluate import evaluate
     from dldl.pretrained import list_pretrained, load, model_card
 
-    if "tiny_age_net-utkface" not in list_pretrained():
-        pytest.skip("no shipped model in this checkout")
-    est = load("tiny_age_net-utkface")
-    report = evaluate(est, load_dataset("utkface", UTKFACE, "coral_test"), tmp_path / "cache")
-    card = model_card("tiny_age_net-utkface")["metrics_coral_test"]
+    if name not in list_pretrained():
+        pytest.skip(f"{name} is not shipped in this checkout")
+    est = load(name)
+    report = evaluate(est, load_dataset(dataset, SHARED / folder, split), tmp_path / "cache")
+    card = model_card(name)[card_key]
     assert abs(report["mae"] - card["mae_flip_tta"]) < 0.05
     assert abs(report["no_flip"]["mae"] - card["mae_no_tta"]) < 0.05
+    if "pearson_flip_tta" in card:
+        assert abs(report["pearson"] - card["pearson_flip_tta"]) < 0.01
