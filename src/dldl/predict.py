@@ -89,13 +89,9 @@ class Estimator:
             est.append(self.objective.estimate(out, self.labels))
             if self.objective.distribution is not None:
                 dist.append(self.objective.distribution(out))
-        estimate = torch.stack(est).mean(0)
-        if dist:
-            distribution = torch.stack(dist).mean(0)
-            if self.objective.name != "ranking":  # ranking's estimate is its own soft count
-                estimate = distribution @ self.labels.values(torch.float32, distribution.device)
-            return estimate, distribution
-        return estimate, None
+        # every estimate is linear in the outputs it averages (E[p] for softmax losses, the soft
+        # count for ranking), so the mean estimate is the estimate of the mean distribution
+        return torch.stack(est).mean(0), torch.stack(dist).mean(0) if dist else None
 
     def predict_arrays(self, images: np.ndarray, tta_flip: bool = True, batch_size: int = 256) -> Prediction:
         """``(N, S, S, 3)`` uint8 face crops (S = ``cache_size`` ideally) -> :class:`Prediction`."""
