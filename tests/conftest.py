@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
 UTKFACE = SHARED / "utkface"
 needs_shared = pytest.mark.skipif(not UTKFACE.exists(), reason="../shared/data (UTKFace) not present on this machine")
 
@@ -47,3 +48,16 @@ def tiny_run(tmp_path_factory) -> Path:
                       input_size=32, epochs=1, batch_size=8, out_dir=str(root / "run"), cache_dir=str(root / "cache"),
                       progress=False, workers=1))
     return root
+
+
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (not a package), so tests can run its checks on a small budget."""
+    import importlib.util
+    import sys
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -1,0 +1,202 @@
+"""``dldl serve``: a small web demo and JSON API over :class:`~dldl.predict.Predictor`.
+
+:func:`create_app` loads the models and the face detector once, then serves
+
+* ``GET /``: the demo page (``assets/web/index.html``; it loads nothing from outside);
+* ``POST /v1/predict?task=age``: a multipart photo upload (field ``file``) -> one entry of
+  ``dldl predict --json`` (``{"path", "faces", "error"}``), each face with its predicted distribution;
+* ``GET /v1/health``, ``GET /v1/models``, and the OpenAPI docs at ``/docs``.
+
+Every failure is the same JSON shape with ``faces: []`` and a one-line ``error``, never a traceback:
+413 for a request body above ``max_upload_bytes``, 422 for an upload that is not a readable image
+(empty, truncated, unknown format, more pixels than ``dldl.data.images.MAX_PIXELS``) or a malformed
+request, 503 when ``max_pending`` requests already wait. Inference is CPU-bound: decoding and
+prediction run one request at a time in a worker thread, so memory stays bounded under load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Literal
+
+import numpy as np
+from anyio import CapacityLimiter, to_thread
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+
+import dldl
+from dldl.data.images import read_image
+from dldl.errors import DataError
+from dldl.predict import FacePrediction, Predictor
+
+WEB_DIR = Path(__file__).parent / "assets" / "web"
+MAX_UPLOAD_BYTES = 10_000_000
+# the page may use only what the server sends it (and the photo the user picked, as a blob: URL)
+PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
+
+
+class Distribution(BaseModel):
+    labels: list[float]
+    probs: list[float]
+
+
+class Face(BaseModel):
+    """``FacePrediction.to_dict(task)`` (the estimate under the task's name) plus the ``(K,)`` distribution."""
+
+    model_config = ConfigDict(extra="allow")
+    box: list[float]
+    landmarks: list[list[float]] | None
+    score: float | None
+    age: float | None = None
+    beauty: float | None = None
+    interval_90: list[float] | None
+    distribution: Distribution | None
+
+
+class Result(BaseModel):
+    """One photo, like an entry of ``dldl predict --json``; on failure ``faces`` is empty and ``error`` says why."""
+
+    path: str | None
+    faces: list[Face]
+    error: str | None
+    task: str | None = None
+    model: str | None = None
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes (by its Content-Length, or by the bytes
+    read so far) raises ``HTTPException(413)`` while the app reads it, so the app's handler words the reply."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = Headers(scope=scope).get("content-length", "")
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            if declared.isdigit() and int(declared) > self.limit:
+                raise HTTPException(413)
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(413)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _error(status: int, reason: str, path: str | None = None) -> JSONResponse:
+    return JSONResponse({"path": path, "faces": [], "error": reason}, status_code=status)
+
+
+def _face_dict(face: FacePrediction, task: str, labels: list[float]) -> dict[str, Any]:
+    dist = None if face.distribution is None else {"labels": labels, "probs": np.round(face.distribution, 5).tolist()}
+    return {**face.to_dict(task), "distribution": dist}
+
+
+def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, model: str) -> JSONResponse:
+    """Decode an upload with :func:`read_image` (its checks and pixel cap) and predict; runs in the worker thread."""
+    task = predictor.estimator.task
+    with tempfile.NamedTemporaryFile(prefix="dldl-upload-") as tmp:
+        shutil.copyfileobj(upload, tmp)
+        tmp.flush()
+        try:
+            faces = predictor.predict(np.asarray(read_image(tmp.name)))
+        except DataError as e:
+            return _error(422, f"{name}: {e.problem.replace(tmp.name, name)}", name)
+    labels = [round(v, 4) for v in predictor.estimator.labels.values().tolist()]
+    return JSONResponse({"path": name, "faces": [_face_dict(f, task, labels) for f in faces], "error": None,
+                         "task": task, "model": model})
+
+
+def create_app(models: dict[str, str] | None = None, detector: Any | None = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pending: int = 32) -> FastAPI:
+    """The web app.
+
+    Args:
+        models: task (``"age"`` / ``"beauty"``) -> shipped model name or model file, loaded once with
+            :func:`dldl.load`; the first is the default task. Default: the shipped age model.
+        detector: a face detector (default ``dldl.faces.get_detector()``).
+        max_upload_bytes: the largest accepted request body (the photo plus a few hundred bytes of form).
+        max_pending: requests allowed to wait for the worker; more are refused with 503.
+    """
+    if detector is None:
+        from dldl.faces import get_detector
+
+        detector = get_detector()
+    from dldl.cli import DEFAULT_MODELS
+
+    models = models or {"age": DEFAULT_MODELS["age"]}
+    predictors = {task: Predictor(dldl.load(name), detector) for task, name in models.items()}
+    worker = CapacityLimiter(1)  # one inference at a time: torch and the detector are not shared safely
+    pending = {"count": 0}  # touched only on the event loop
+    app = FastAPI(title="dldl", version=dldl.__version__,
+                  description="Facial age and attractiveness estimation (DLDL-v2). Upload a photo to `POST /v1/predict`.")
+    app.add_middleware(BodyLimit, limit=max_upload_bytes)
+    errors: dict[int | str, dict[str, Any]] = {
+        400: {"model": Result, "description": "malformed request body (e.g. broken multipart data)"},
+        413: {"model": Result, "description": f"request body above {max_upload_bytes:,} bytes"},
+        422: {"model": Result, "description": "not a readable image, too many pixels, or a malformed request"},
+        503: {"model": Result, "description": "too many requests waiting; retry"}}
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 413:
+            return _error(413, f"upload too large: the request body is over the limit of {max_upload_bytes:,} bytes")
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if tuple(first["loc"]) == ("body", "file"):
+            return _error(422, "no photo: send it as the multipart form field 'file' (a file upload)")
+        where = ".".join(str(part) for part in first["loc"])
+        return _error(422, f"{where}: {first['msg']}" if where else str(first["msg"]))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:  # the traceback goes to the server log only
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "tasks": list(predictors), "pending": pending["count"], "max_pending": max_pending}
+
+    @app.get("/v1/models")
+    async def served_models() -> dict[str, dict[str, Any]]:
+        """Task -> the model serving it: name, task, label set and input size."""
+        return {task: {"model": models[task], "task": p.estimator.task, "labels": dataclasses.asdict(p.estimator.labels),
+                       "input_size": p.estimator.input_size} for task, p in predictors.items()}
+
+    @app.post("/v1/predict", response_model=Result, responses=errors)
+    async def predict(file: Annotated[UploadFile, File(description="A photo (JPEG, PNG, WebP, BMP...).")],
+                      task: Annotated[Literal["age", "beauty"] | None, Query(description="Default: the first served task.")] = None,
+                      ) -> JSONResponse:
+        """Detect every face in the photo and estimate it; each face comes with its predicted distribution."""
+        name = Path(file.filename or "upload").name
+        task = task or next(iter(predictors))
+        if task not in predictors:
+            return _error(422, f"task {task!r} is not served here (serving: {', '.join(predictors)})", name)
+        if pending["count"] >= max_pending:
+            return _error(503, f"server busy: {max_pending} requests are already waiting; retry shortly", name)
+        pending["count"] += 1
+        try:
+            return await to_thread.run_sync(_predict_upload, predictors[task], file.file, name, models[task], limiter=worker)
+        finally:
+            pending["count"] -= 1
+
+    return app

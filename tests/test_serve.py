@@ -1,0 +1,151 @@
+"""``dldl serve``: the JSON API in-process (TestClient), its caps and errors, and a small load test of the real server."""
+
+import numpy as np
+import pytest
+
+from conftest import load_benchmark
+
+pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
+pytest.importorskip("httpx2", reason="starlette's TestClient needs httpx2 (the dev extra)")
+
+import dldl  # noqa: E402
+from dldl.cli import DEFAULT_MODELS, PHOTOS_DIR  # noqa: E402
+
+if not set(DEFAULT_MODELS.values()) <= set(dldl.list_pretrained()):
+    pytest.skip("the shipped models are not in this checkout", allow_module_level=True)
+
+server_load = load_benchmark("server_load")
+MAX_UPLOAD = 200_000
+PHOTO = PHOTOS_DIR / "steward-masweneng-Ws4YEqBafus-unsplash.jpg"  # two faces
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from dldl.faces import get_detector
+
+    return get_detector()
+
+
+@pytest.fixture(scope="module")
+def client(detector):
+    from fastapi.testclient import TestClient
+
+    from dldl.serve import create_app
+
+    return TestClient(create_app(dict(DEFAULT_MODELS), detector, max_upload_bytes=MAX_UPLOAD))
+
+
+def post(client, filename, data, **params):
+    return client.post("/v1/predict", params=params, files={"file": (filename, data, "application/octet-stream")})
+
+
+@pytest.mark.parametrize("task", ["age", "beauty"])
+def test_photo_matches_predictor(client, detector, task):
+    from dldl.data.images import read_image
+    from dldl.predict import Predictor
+
+    response = post(client, PHOTO.name, PHOTO.read_bytes(), task=task)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["path"] == PHOTO.name and result["error"] is None and result["task"] == task
+    expected = Predictor(dldl.load(DEFAULT_MODELS[task]), detector).predict(np.asarray(read_image(PHOTO)))
+    assert len(result["faces"]) == len(expected) == 2
+    labels = dldl.load(DEFAULT_MODELS[task]).labels
+    for face, want in zip(result["faces"], expected):
+        dist = face.pop("distribution")
+        assert face == want.to_dict(task)  # the same serialisation as dldl predict --json
+        assert dist["labels"] == pytest.approx(labels.values().tolist())
+        assert dist["probs"] == pytest.approx(want.distribution.tolist(), abs=1e-5)
+        assert sum(dist["probs"]) == pytest.approx(1, abs=1e-3)
+
+
+def test_photo_without_a_face(client):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 240), (120, 160, 200)).save(buffer, "PNG")
+    response = post(client, "sky.png", buffer.getvalue())
+    assert response.status_code == 200 and response.json()["faces"] == [] and response.json()["error"] is None
+
+
+@pytest.mark.parametrize("upload", [u for u in server_load.uploads(MAX_UPLOAD) if not u.valid], ids=lambda u: u.kind)
+def test_invalid_upload_is_a_4xx_with_a_reason(client, upload):
+    body, content_type = server_load.multipart(upload)
+    response = client.post("/v1/predict", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == (413 if upload.kind == "oversize" else 422), response.text
+    error = response.json()["error"]
+    assert error and "\n" not in error and "Traceback" not in error and "dldl-upload-" not in error
+    assert response.json()["faces"] == []
+    if upload.kind in ("random_bytes", "empty", "truncated_jpeg", "too_many_pixels"):
+        assert error.startswith(f"{upload.filename}: ") and response.json()["path"] == upload.filename
+    expected = {"empty": "empty file", "too_many_pixels": "pixels", "oversize": f"{MAX_UPLOAD:,} bytes",
+                "no_file_field": "form field 'file'", "truncated_jpeg": "truncated", "random_bytes": "not a readable image"}
+    assert expected[upload.kind] in error
+
+
+def test_request_errors(client, detector):
+    from fastapi.testclient import TestClient
+
+    from dldl.serve import create_app
+
+    assert "Input should be 'age' or 'beauty'" in post(client, "a.jpg", b"x", task="nose").json()["error"]
+    age_only = TestClient(create_app({"age": DEFAULT_MODELS["age"]}, detector))
+    response = post(age_only, PHOTO.name, PHOTO.read_bytes(), task="beauty")
+    assert response.status_code == 422 and "not served here (serving: age)" in response.json()["error"]
+    busy = TestClient(create_app(None, detector, max_pending=0))  # the queue is full: refuse at once
+    response = post(busy, PHOTO.name, PHOTO.read_bytes())
+    assert response.status_code == 503 and "server busy" in response.json()["error"]
+    assert client.get("/no/such/page").json()["error"] == "Not Found"
+
+
+def test_server_fault_is_a_json_500_without_traceback():
+    from fastapi.testclient import TestClient
+
+    from dldl.serve import create_app
+
+    class BrokenDetector:
+        def detect(self, image):
+            raise RuntimeError("detector exploded at /secret/path")
+
+    broken = TestClient(create_app(None, BrokenDetector()), raise_server_exceptions=False)
+    response = post(broken, PHOTO.name, PHOTO.read_bytes())
+    assert response.status_code == 500 and response.json()["error"] == "internal error (RuntimeError); see the server log"
+
+
+def test_page_health_models_docs(client):
+    import re
+
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(\s*["']?https?:""", page.text)
+    assert client.get("/v1/health").json()["tasks"] == ["age", "beauty"]
+    models = client.get("/v1/models").json()
+    labels = dldl.load(DEFAULT_MODELS["beauty"]).labels
+    assert models["beauty"]["labels"] == {"start": labels.start, "stop": labels.stop, "step": labels.step}
+    assert client.get("/docs").status_code == 200
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("args, problem", [(["--task", "both", "--model", "x.pt"], "--model serves one task"),
+                                           (["--task", "nose"], "unknown task 'nose'"),
+                                           (["--max-upload-mb", "0"], "must be > 0")])
+def test_serve_cli_rejects_bad_options(args, problem):
+    from typer.testing import CliRunner
+
+    from dldl.cli import app
+    from dldl.errors import DldlError
+
+    result = CliRunner().invoke(app, ["serve", *args])  # the console entry point prints DldlError as one line
+    assert isinstance(result.exception, DldlError) and problem in str(result.exception)
+
+
+@pytest.mark.slow
+def test_small_load_against_dldl_serve(tmp_path):
+    """40 mixed uploads from 8 clients against a real ``dldl serve``: all answered, each right (no timing asserts)."""
+    summary = server_load.run_load(requests=40, clients=8, max_upload_mb=0.2, log_path=tmp_path / "server.log")
+    assert summary["problems"] == [], summary["problems"][:5]
+    assert summary["answered"] == 40 and summary["latency_ms"]["valid"]["count"] > 0
+    assert summary["peak_rss_mb"]["after_run"] < summary["peak_rss_mb"]["after_warmup"] + 500  # memory stays bounded
