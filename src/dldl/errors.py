@@ -24,6 +24,9 @@ class DataError(DldlError, ValueError):
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
 
+    def __reduce__(self):  # picklable, so an error raised in a decoding worker process reaches the caller
+        return type(self), (self.path, self.problem)
+
 
 class CheckpointError(DldlError):
     """A checkpoint or weight file is missing, partial, corrupted or of the wrong kind."""
@@ -32,3 +35,6 @@ class CheckpointError(DldlError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem)

@@ -20,6 +20,12 @@ def test_modes_become_rgb(tmp_path, mode):
     assert out.mode == "RGB" and out.size == (30, 20)
 
 
+def test_16_bit_values_are_scaled_by_the_16_bit_range_not_the_brightest_pixel(tmp_path):
+    dark = Image.fromarray(np.full((8, 8), 25 * 257, dtype=np.uint16))  # a dark 16-bit image: 8-bit value 25
+    out = np.asarray(read_image(_save(tmp_path, "dark16.png", dark)))
+    assert dark.mode == "I;16" and out.min() == out.max() == 25
+
+
 def test_alpha_is_composited_on_white(tmp_path):
     out = read_image(_save(tmp_path, "a.png", Image.new("RGBA", (4, 4), (0, 0, 0, 0))))
     assert np.asarray(out).min() == 255

@@ -6,6 +6,8 @@ and refuses decompression bombs (more than :data:`MAX_PIXELS` pixels).
 
 from __future__ import annotations
 
+import errno
+import re
 import warnings
 from pathlib import Path
 
@@ -20,14 +22,18 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = arr.max() if arr.size and arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+        arr = np.asarray(img, dtype=np.float64)  # 16-bit range 0..65535 -> 0..255; an "I" image holding 8-bit values stays
+        scale = 255.0 / 65535.0 if arr.size and arr.max() > 255 else 1.0
+        img = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def _too_large(p: Path, size: str) -> DataError:
+    return DataError(p, f"image {size}, above the limit of {MAX_PIXELS:,} (decompression-bomb guard)")
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -37,11 +43,17 @@ def read_image(path: str | Path) -> Image.Image:
         DataError: the file is missing, empty, not an image, truncated, or too large.
     """
     p = Path(path)
-    if not p.exists():
-        raise DataError(p, "file not found")
+    try:
+        st = p.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(p, "symbolic link loop") from None
+        if p.is_symlink():
+            raise DataError(p, "broken symbolic link (its target does not exist)") from None
+        raise DataError(p, "file not found" if isinstance(e, FileNotFoundError) else f"cannot read ({e.strerror})") from None
     if p.is_dir():
         raise DataError(p, "is a folder, not an image file")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise DataError(p, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
@@ -49,7 +61,7 @@ def read_image(path: str | Path) -> Image.Image:
             with Image.open(p) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
-                    raise DataError(p, f"image is {w}x{h} = {w * h:,} pixels, above the limit of {MAX_PIXELS:,}")
+                    raise _too_large(p, f"is {w}x{h} = {w * h:,} pixels")
                 if w < 1 or h < 1:
                     raise DataError(p, f"image has no pixels ({w}x{h})")
                 img.load()
@@ -57,8 +69,9 @@ def read_image(path: str | Path) -> Image.Image:
                 return _to_rgb(img)
     except DataError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(p, f"image is too large (decompression-bomb guard): {e}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # Pillow's own, looser check
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        raise _too_large(p, f"has {int(m[1]):,} pixels" if m else "has too many pixels") from None
     except UnidentifiedImageError:
         raise DataError(p, "not a readable image (unknown format or corrupted)") from None
     except (OSError, SyntaxError, ValueError) as e:

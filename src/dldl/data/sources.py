@@ -549,6 +549,9 @@ def load_dataset(name: str, root: PathLike, split: str | None = None, **kw: Any)
     if key in ("scut-fbp", "cfd") and split not in (None, "all"):
         raise DataError(r, f"dataset {key!r} has no splits (got split {split!r}; use 'all')")
     if key == "csv":
+        if split and r.is_file():
+            raise DataError(r, f"split {split!r} names a CSV in a folder, but the root is a CSV file (give the folder "
+                               "as the root, or no split: --set train_split=null --set test_split=null)")
         return read_manifest_csv(r / split if split else r, **kw)
     if key == "utkface":
         return read_utkface(r, split, **kw)
