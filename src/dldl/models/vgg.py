@@ -34,6 +34,14 @@ def scaled_config(width: float, last_stage: int | None = None) -> list[int | str
     return cfg
 
 
+def check_input(x: Tensor) -> None:
+    """Raise ValueError unless ``x`` is ``(N, 3, H, W)`` with H and W multiples of ``STRIDE``."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected input of shape (N, 3, H, W), got {tuple(x.shape)}")
+    if x.shape[2] % STRIDE or x.shape[3] % STRIDE:
+        raise ValueError(f"input height and width must be multiples of {STRIDE}, got {tuple(x.shape[2:])}")
+
+
 class AgeNet(nn.Module):
     """A VGG-style feature extractor + hybrid pooling + Linear head.
 
@@ -75,10 +83,7 @@ class AgeNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected input of shape (N, 3, H, W), got {tuple(x.shape)}")
-        if x.shape[2] % STRIDE or x.shape[3] % STRIDE:
-            raise ValueError(f"input height and width must be multiples of {STRIDE}, got {tuple(x.shape[2:])}")
+        check_input(x)
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
