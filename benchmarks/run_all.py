@@ -1,0 +1,206 @@
+"""Run the benchmark suite (model cost + inference, photo pipeline, training vs roofline, memory),
+write ``docs/bench/*.json`` and regenerate ``docs/BENCHMARKS.md``.
+
+    python benchmarks/run_all.py            # the full run, ~25 min on a quiet 2-core machine
+    python benchmarks/run_all.py --quick    # smoke settings -> runs/bench-quick/ (not benchmark numbers)
+    python benchmarks/run_all.py --render   # only rebuild the Markdown from the JSON files (e.g. after
+                                            # copying a GPU run's gpu_train.json into docs/bench/)
+
+Run it on a quiet machine: the header records the load average at the start, and timings taken
+beside other jobs are not comparable. Regressions show as changes in ``docs/bench/*.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import benchlib
+import inference
+import memory
+import pipeline
+import train_throughput
+
+UTKFACE = benchlib.SHARED_DATA / "utkface"
+PHOTOS = benchlib.SHARED_DATA / "mebeauty" / "original_images"
+CPU_PROFILE = ("tiny_age_net", 64, 128)  # dldl.train.PROFILES["cpu"]
+PAPER_ON_CPU = ("thin_age_net", 224, 16)  # the paper profile's model and input; a small batch on CPU
+
+FULL = {
+    "inference": dict(models=list(inference.MODELS), sizes=[64, 224], threads=[2, 1], batches=[1, 32],
+                      backends=list(inference.BACKENDS), compile_sizes=[64], reps=20, budget_s=4.0, root=UTKFACE),
+    "pipeline": dict(photos=PHOTOS if PHOTOS.exists() else pipeline.BUNDLED_PHOTOS, threads=[2, 1], repeats=3),
+    "train": dict(configs=[CPU_PROFILE, ("thin_age_net", 64, 128), PAPER_ON_CPU], threads=[2, 1], steps=5, warmup=2,
+                  root=UTKFACE, pool=512),
+    "memory": dict(profiles=["cpu", "paper"], steps=3, threads=2),
+}
+QUICK = {
+    "inference": dict(models=list(inference.MODELS), sizes=[64], threads=[1], batches=[1, 8], backends=list(inference.BACKENDS),
+                      compile_sizes=[], reps=3, budget_s=0.5, root=UTKFACE, limit=200),
+    "pipeline": dict(photos=pipeline.BUNDLED_PHOTOS, threads=[1], repeats=1),
+    "train": dict(configs=[("tiny_age_net", 64, 32)], threads=[1], steps=2, warmup=1, root=UTKFACE, pool=64, gemm_n=1024,
+                  conv_batch=4),
+    "memory": dict(profiles=["cpu"], steps=1, threads=1, batch=8),
+}
+RUNNERS = {"inference": inference, "pipeline": pipeline, "train": train_throughput, "memory": memory}
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def _pass(ok: bool | None) -> str:
+    return "n/a" if ok is None else "**pass**" if ok else "**fail**"
+
+
+def targets(results: dict[str, Any], gpu: dict | None) -> list[list[Any]]:
+    """``[target, measured, pass/fail]`` rows for the issue's targets."""
+    rows = []
+    inf = results.get("inference")
+    if inf:
+        one = [r for r in inf["face_to_age"] if r["threads"] == 1]
+        default = next((r for r in one if r["runtime"] == "torch" and r["tta_flip"]), None)
+        best = min(one, key=lambda r: r["median_ms"], default=None)
+        if default:
+            rows.append(["a face -> age <= 10 ms on 1 core (`dldl predict` default: torch, flip TTA)",
+                         f"{default['median_ms']:.2f} ms", _pass(default["median_ms"] <= 10)])
+        if best:
+            rows.append(["a face -> age <= 10 ms on 1 core (fastest runtime)",
+                         f"{best['median_ms']:.2f} ms ({best['runtime']}, TTA {'on' if best['tta_flip'] else 'off'})",
+                         _pass(best["median_ms"] <= 10)])
+        for r in inf["accuracy"]:
+            if r.get("runtime", "").startswith("int8"):
+                rows.append([f"{r['runtime']}: accuracy holds (coral_test MAE change within +-0.05)",
+                             f"{r['mae']:.4f} vs {r['mae'] - r['mae_change']:.4f} ({r['mae_change']:+.4f})",
+                             _pass(abs(r["mae_change"]) <= 0.05)])
+    pipe = results.get("pipeline")
+    if pipe:
+        two = [r for r in pipe["rows"] if r["threads"] == 2] or pipe["rows"]
+        for r in two:
+            rows.append([f">= 10 photos/s on 2 cores (model in {r['runtime']})",
+                         f"{r['photos_per_s']} photos/s at {r['threads']} thread(s), slowest stage {r['slowest_stage']}",
+                         _pass(r["photos_per_s"] >= 10 if r["threads"] == 2 else None)])
+    tr = results.get("train")
+    if tr:
+        name, size, batch = CPU_PROFILE
+        cand = [r for r in tr["rows"] if r["source"] == "cache" and (r["model"], r["input_size"]) == (name, size)]
+        r = max(cand, key=lambda r: r["threads"], default=None)
+        if r and r["efficiency_pct"] is not None:
+            rows.append([f">= 70% of the measured roofline, CPU profile ({name}, {size} px)",
+                         f"{r['efficiency_pct']}% ({r['images_per_s']} img/s, batch {r['batch']}, {r['threads']} threads)",
+                         _pass(r["efficiency_pct"] >= 70)])
+    if gpu:
+        minutes = gpu["train_s_total"] / 60
+        rows.append([f"{gpu['epochs']} epochs <= 10 min on one H100 (ThinAgeNet, {gpu['input_size']} px)",
+                     f"{minutes:.1f} min of training epochs on {gpu['device']} ({gpu['wall_s'] / 60:.1f} min whole script), "
+                     f"test MAE {gpu['test_mae']:.3f}",
+                     _pass(minutes <= 10) if gpu["epochs"] >= 60 else "n/a (fewer epochs)"])
+    else:
+        rows.append(["60 epochs <= 10 min on one H100", "not run: no GPU lent yet (section 5)", "n/a"])
+    return rows
+
+
+def paper_ratios(results: dict[str, Any]) -> str:
+    inf = results.get("inference")
+    if not inf:
+        return ""
+    rows = [r for r in inference.ratios(inf) if r["backend"] in ("eager", "channels_last", "onnxruntime", "int8-onnxruntime")]
+    size = max(inf["settings"]["sizes"])
+    pick = [r for r in rows if r["size"] == size and r["batch"] == max(inf["settings"]["batches"])]
+    table = benchlib.md_table(["input", "backend", "threads", "batch", "ThinAgeNet / VGG16-BN", "TinyAgeNet / VGG16-BN"],
+                              [[f"{r['size']} px", r["backend"], r["threads"], r["batch"],
+                                None if r["thin_vs_vgg16"] is None else f"{r['thin_vs_vgg16']}x",
+                                None if r["tiny_vs_vgg16"] is None else f"{r['tiny_vs_vgg16']}x"] for r in pick])
+    return ("Speed-up over the VGG16-BN baseline (VGG16 time / model time, throughput batch); the paper reports "
+            "2.6x (ThinAgeNet) and 5.5x (TinyAgeNet) on an M40 GPU. All settings are in section 2.\n\n" + table + "\n")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _machine_line(m: dict[str, Any]) -> str:
+    flags = ", ".join(f for f in m["cpu_flags"] if f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")) or "none listed"
+    return (f"**Machine**: {m['cpu']} ({m['logical_cpus']} logical CPUs; {flags}), {m['memory_gb']} GB RAM; "
+            f"Python {m['python']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}; commit {m['commit'] or 'unknown'}; "
+            f"{m['date']}; 1-minute load average at the start: {m['load_average_1m']} (a quiet machine reads about 0).")
+
+
+def gpu_section(gpu: dict | None) -> str:
+    cmd = ("python benchmarks/pack_utkface.py --check    # here: .pack/utkface_coral.npz, 160 px JPEG q75, 57.7 MB\n"
+           "# on the lent GPU (device tool: carry [\".pack\"], timeout_s 600; per-epoch rows land in $OUT/run/log.jsonl):\n"
+           "PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu_train.py --archive .pack/utkface_coral.npz --out $OUT\n"
+           "# then copy $OUT/gpu_train.json to docs/bench/ and: python benchmarks/run_all.py --render")
+    head = ("## 5. GPU training (ThinAgeNet, paper recipe, one GPU)\n\n"
+            "`benchmarks/gpu_train.py`: UTKFace coral_train from a < 60 MB archive, decoded once into a uint8 cache on the "
+            "GPU, augmentation on the GPU, bf16 autocast, channels_last, `dldl.train.train` unchanged otherwise. "
+            f"Commands:\n\n```bash\n{cmd}\n```\n\n")
+    if not gpu:
+        return head + "Not run yet: no GPU has been lent to a session. The script is tested on CPU (`--epochs 1 --limit 256 --size 64`).\n"
+    return head + benchlib.md_table(
+        ["device", "torch", "epochs", "images/s (median epoch)", "epoch s (median)", "training s (all epochs)", "whole script s",
+         "bf16 roofline TFLOP/s", "efficiency %", "test MAE (flip TTA)", "test MAE (no TTA)", "peak GPU memory GB"],
+        [[gpu["device"], gpu["torch"], gpu["epochs"], gpu["images_per_s_median"], gpu["epoch_s_median"], gpu["train_s_total"],
+          gpu["wall_s"], (gpu.get("roofline") or {}).get("roofline_tflops"), gpu.get("efficiency_pct"),
+          benchlib.fmt(gpu["test_mae"], 3), benchlib.fmt(gpu["test_mae_no_tta"], 3), gpu["peak_gpu_memory_gb"]]]) + "\n"
+
+
+def render(results: dict[str, Any], gpu: dict | None, mode: str, command: str) -> str:
+    """The whole ``BENCHMARKS.md``."""
+    machine = next((r["machine"] for r in results.values() if r and "machine" in r), None)
+    walls = ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in results.items() if v and "wall_s" in v)
+    parts = ["# Benchmarks\n",
+             f"Generated by `{command}` ({mode} mode{'; SMOKE SETTINGS, NOT BENCHMARK NUMBERS' if mode == 'quick' else ''}); "
+             "do not edit by hand. Every number is a median over repeated runs (repeat counts in the JSON files beside it, `docs/bench/`). "
+             f"Run time: {walls or 'n/a'}. To spot a regression, re-run the command and compare the JSON files "
+             "(`git diff docs/bench`).\n"]
+    if machine:
+        parts.append(_machine_line(machine) + "\n")
+    parts += ["## Targets\n", benchlib.md_table(["target", "measured", "result"], targets(results, gpu)) + "\n",
+              "## Thin / Tiny vs VGG16-BN\n", paper_ratios(results) or "n/a\n"]
+    if results.get("inference"):
+        parts += ["## 1-2. Model cost and inference on this CPU\n", inference.markdown(results["inference"])]
+    if results.get("pipeline"):
+        parts += ["## 3. Photo pipeline (decode, detect, align, predict)\n", pipeline.markdown(results["pipeline"])]
+    if results.get("train"):
+        parts += ["## 4. Training throughput against the roofline\n", train_throughput.markdown(results["train"])]
+    parts.append(gpu_section(gpu))
+    if results.get("memory"):
+        parts += ["## 6. Memory\n", memory.markdown(results["memory"])]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke settings (minutes); output defaults to runs/bench-quick/")
+    ap.add_argument("--render", action="store_true", help="rebuild the Markdown from the JSON files only")
+    ap.add_argument("--only", nargs="+", choices=list(RUNNERS), default=list(RUNNERS))
+    ap.add_argument("--out-dir", type=Path, default=None, help="JSON folder (default docs/bench, quick: runs/bench-quick)")
+    ap.add_argument("--md", type=Path, default=None, help="Markdown file (default docs/BENCHMARKS.md, quick: OUT_DIR/BENCHMARKS.md)")
+    args = ap.parse_args(argv)
+    out_dir = args.out_dir or benchlib.REPO / ("runs/bench-quick" if args.quick else "docs/bench")
+    md = args.md or (out_dir / "BENCHMARKS.md" if args.quick else benchlib.REPO / "docs" / "BENCHMARKS.md")
+    settings, mode = (QUICK, "quick") if args.quick else (FULL, "full")
+    results: dict[str, Any] = {}
+    for name in RUNNERS:
+        path = out_dir / f"{name}.json"
+        if not args.render and name in args.only:
+            t0 = time.perf_counter()
+            results[name] = RUNNERS[name].run(**settings[name])
+            results[name].update(wall_s=round(time.perf_counter() - t0, 1), mode=mode)
+            benchlib.write_json(path, results[name])
+        elif path.exists():
+            results[name] = json.loads(path.read_text())
+    gpu_path = out_dir / "gpu_train.json"
+    gpu = json.loads(gpu_path.read_text()) if gpu_path.exists() else None
+    mode = "quick" if any(r.get("mode") == "quick" for r in results.values()) else "full"
+    command = "python benchmarks/run_all.py" + (" --quick" if mode == "quick" else "")
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(render(results, gpu, mode, command))
+    print(f"wrote {md} and {out_dir}/*.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
