@@ -107,3 +107,21 @@ def test_set_values_keep_text_fields_as_text():
     assert _parse_value("str", "1:10:0.1") == "1:10:0.1"  # YAML would read this as a base-60 number
     assert _parse_value("str | None", "null") is None
     assert _parse_value("float", "0.5") == 0.5 and _parse_value("bool", "false") is False
+
+
+def test_save_dir_writes_annotated_photos_and_distribution_plots(tmp_path):
+    from dldl.pretrained import list_pretrained
+
+    if "tiny_age_net-utkface" not in list_pretrained():
+        pytest.skip("no shipped model in this checkout")
+    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
+    from PIL import Image
+
+    from dldl.cli import PHOTOS_DIR
+
+    photo = sorted(PHOTOS_DIR.glob("*.jpg"))[0]
+    dldl("predict", photo, "--save-dir", tmp_path, "--plot-distributions", check=True)
+    annotated = tmp_path / f"{photo.stem}_age.jpg"
+    plot = tmp_path / f"{photo.stem}_age_distributions.png"
+    assert Image.open(annotated).size == Image.open(photo).size
+    assert Image.open(plot).format == "PNG" and Image.open(plot).width > 200

@@ -84,11 +84,25 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(synthetic_manifest, tm
     from dldl.errors import DldlError
 
     out = tmp_path / "nan"
-    with pytest.raises(DldlError, match="loss became"):
+    with pytest.raises(DldlError, match="loss became") as e:
         train(_cfg(synthetic_manifest, out, epochs=2, lr=1e30))
     # the first epoch may already diverge; whatever was saved before is a readable checkpoint
     if (out / "last.pt").exists():
+        assert str(e.value).endswith(f"stopped, the last good checkpoint is {out / 'last.pt'}")
         load_checkpoint(out / "last.pt")
+    else:
+        assert str(e.value).endswith("stopped, no checkpoint was written yet")
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(synthetic_manifest, tmp_path):
+    from dldl.checkpoint import save_checkpoint
+    from dldl.errors import CheckpointError
+
+    cfg = _cfg(synthetic_manifest, tmp_path / "run", resume=True)
+    save_checkpoint(tmp_path / "run" / "last.pt", {"config": {**cfg.to_dict(), "input_size": 64, "seed": 7}})
+    with pytest.raises(CheckpointError, match=r"last.pt: written by a run with other settings \(input_size 64, now 32; "
+                                              r"seed 7, now 1\); resume with the same settings"):
+        train(cfg)
 
 
 @pytest.mark.slow
@@ -143,3 +157,11 @@ def test_shipped_model_reproduces_its_card(tmp_path, name, dataset, folder, spli
     assert abs(report["no_flip"]["mae"] - card["mae_no_tta"]) < 0.05
     if "pearson_flip_tta" in card:
         assert abs(report["pearson"] - card["pearson_flip_tta"]) < 0.01
+
+
+def test_cache_on_device_trains_the_same_weights(synthetic_manifest, tmp_path):
+    """Batches gathered from the device copy of the cache (cache_on_device) give the default path's weights."""
+    for name, on_device in (("host", False), ("device", True)):
+        train(_cfg(synthetic_manifest, tmp_path / name, epochs=1, cache_on_device=on_device))
+    host, device = (load_checkpoint(tmp_path / n / "last.pt")["state_dict"] for n in ("host", "device"))
+    assert host.keys() == device.keys() and all(torch.equal(host[k], device[k]) for k in host)

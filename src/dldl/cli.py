@@ -1,4 +1,4 @@
-"""The ``dldl`` command: train, eval, predict, info.
+"""The ``dldl`` command: train, eval, predict, export, serve, info.
 
 Every error a user can cause (a bad path, an unreadable image, a malformed label file, a label
 outside the label set, a damaged checkpoint) is printed as one line naming the file and the
@@ -200,6 +200,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (an object per image).")] = False,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write one CSV row per face to this file.")] = None,
     save_dir: Annotated[Optional[Path], typer.Option(help="Write each photo with boxes and estimates drawn into this folder.")] = None,
+    plot_distributions: Annotated[bool, typer.Option("--plot-distributions", help="With --save-dir, also plot each face's predicted distribution.")] = False,
     no_tta: Annotated[bool, typer.Option("--no-tta", help="Skip horizontal-flip test-time augmentation.")] = False,
     runtime: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime; the model is exported once and cached).")] = "torch",
     device: Annotated[str, typer.Option()] = "cpu",
@@ -235,13 +236,19 @@ def predict(
     for f in _progress_over(files, enabled=not as_json and len(files) > 10):
         try:
             image = read_image(f)
-        except DldlError as e:
-            results.append({"path": str(f), "faces": [], "error": getattr(e, "problem", str(e))})
+            faces = predictor.predict(np.asarray(image))
+        except DldlError as e:  # one line naming the file; the other files continue
+            results.append({"path": str(f), "faces": [], "error": f"{f}: {getattr(e, 'problem', e)}"})
             continue
-        faces = predictor.predict(np.asarray(image))
         results.append({"path": str(f), "faces": [face.to_dict(name) for face in faces], "error": None})
         if save_dir is not None:
             _annotate(image, faces, name).save(save_dir / f"{Path(f).stem}_{name}.jpg", quality=90)
+            if plot_distributions and faces and faces[0].distribution is not None:
+                from dldl.plots import plot_face_distributions
+
+                plot_face_distributions(np.stack([face.crop for face in faces]), np.stack([face.distribution for face in faces]),
+                                        predictor.estimator.labels.values().numpy(), save_dir / f"{Path(f).stem}_{name}_distributions.png",
+                                        pred=np.array([face.value for face in faces]))
     if csv_path is not None:
         _write_csv(csv_path, results, name)
     if as_json:
@@ -280,11 +287,12 @@ def _write_csv(path: Path, results: list[dict[str, Any]], name: str) -> None:
         w = csv.writer(f)
         w.writerow(["path", "face", "x0", "y0", "x1", "y1", "score", name, "p5", "p95", "error"])
         for r in results:
+            path = _printable(r["path"])
             for i, face in enumerate(r["faces"]):
                 iv = face["interval_90"] or [None, None]
-                w.writerow([r["path"], i, *face["box"], face["score"], face[name], *iv, ""])
+                w.writerow([path, i, *face["box"], face["score"], face[name], *iv, ""])
             if not r["faces"]:
-                w.writerow([r["path"], "", "", "", "", "", "", "", "", "", r["error"] or "no face found"])
+                w.writerow([path, "", "", "", "", "", "", "", "", "", _printable(r["error"] or "no face found")])
 
 
 def _print_table(results: list[dict[str, Any]], name: str, model: str) -> None:
@@ -292,9 +300,9 @@ def _print_table(results: list[dict[str, Any]], name: str, model: str) -> None:
     for col in ("file", "face", "box", name, "5-95% interval", "note"):
         table.add_column(col)
     for r in results:
-        file = Path(r["path"]).name
+        file = _printable(Path(r["path"]).name)
         if r["error"] or not r["faces"]:
-            table.add_row(file, "", "", "", "", r["error"] or "no face found")
+            table.add_row(file, "", "", "", "", _printable((r["error"] or "no face found").removeprefix(f"{r['path']}: ")))
         for i, face in enumerate(r["faces"]):
             iv = face["interval_90"]
             table.add_row(file, str(i + 1), " ".join(f"{v:.0f}" for v in face["box"]), f"{face[name]:.1f}",
@@ -302,15 +310,23 @@ def _print_table(results: list[dict[str, Any]], name: str, model: str) -> None:
     Console().print(table)
 
 
+def _printable(text: str) -> str:
+    """``text`` with file-name bytes that are not UTF-8 (surrogate escapes) shown as ``\\xNN``:
+    safe to print or write as UTF-8. ``--json`` keeps the exact name (as a ``\\udcNN`` escape)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _expand(paths: list[str], suffixes: tuple[str, ...]) -> list[Path]:
-    """Files as given, folders searched recursively for images, and globs the shell did not expand."""
+    """Files as given, folders searched recursively for images (symbolic links to folders are not
+    followed; broken or looping links to files are kept so they are reported), and globs the shell
+    did not expand."""
     import glob
 
     files: list[Path] = []
     for text in paths:
         p = Path(text)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and (f.is_file() or f.is_symlink()))
         elif not p.exists() and any(c in text for c in "*?["):
             files += sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
         else:
@@ -334,6 +350,30 @@ def export(
     target = output or Path(f"{Path(model).stem}.{fmt}")
     path = run_export(load(model), target, fmt)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    task: Annotated[str, typer.Option(help="age, beauty or both: the models served (the first is the default).")] = "age",
+    model: Annotated[Optional[str], typer.Option(help="A shipped model name or a model file for --task (default: the shipped one).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload (request body), in MB.")] = 10.0,
+) -> None:
+    """Web demo at http://HOST:PORT/ and a JSON API: POST /v1/predict (a photo upload), docs at /docs."""
+    if task not in (*DEFAULT_MODELS, "both"):
+        raise DldlError(f"unknown task {task!r}; use one of {', '.join(DEFAULT_MODELS)} or both")
+    if model is not None and task == "both":
+        raise DldlError("--model serves one task: give --task age or --task beauty with it")
+    if max_upload_mb <= 0:
+        raise DldlError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
+    import uvicorn
+
+    from dldl.serve import create_app
+
+    models = dict(DEFAULT_MODELS) if task == "both" else {task: model or DEFAULT_MODELS[task]}
+    web = create_app(models, max_upload_bytes=int(max_upload_mb * 1e6))
+    uvicorn.run(web, host=host, port=port, log_level="info")
 
 
 @app.command()

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from dldl.checkpoint import load_checkpoint
 from dldl.data.augment import eval_transform
 from dldl.data.images import load_face
-from dldl.errors import CheckpointError
+from dldl.errors import CheckpointError, DataError
 from dldl.labels import LabelSet, quantile
 from dldl.losses import get_objective
 from dldl.models import create_model
@@ -66,6 +66,10 @@ class Estimator:
         ck = load_checkpoint(path)
         try:
             spec, labels = ck["model"], LabelSet(**ck["labels"])
+            needed = get_objective(ck["loss"]).num_outputs(labels)
+            if needed != int(spec["num_outputs"]):
+                raise CheckpointError(path, f"metadata does not match: loss {ck['loss']!r} on {labels.num_labels} labels "
+                                            f"needs {needed} outputs, the network has {spec['num_outputs']}")
             model = create_model(spec["name"], num_labels=int(spec["num_outputs"]), hybrid_pool=bool(spec["hybrid_pool"]))
             model.load_state_dict(ck["ema_state_dict"] if ck.get("ema_state_dict") else ck["state_dict"])
             return cls(model, labels, ck["loss"], int(ck["input_size"]), int(ck["cache_size"]), ck.get("task", "age"),
@@ -81,17 +85,16 @@ class Estimator:
         for distribution losses, estimates for regression).
         """
         images = images.to(self.device)
-        views = [False, True] if tta_flip else [False]
-        est, dist = [], []
-        for flip in views:
-            x = eval_transform(images, self.input_size, flip=flip).contiguous(memory_format=torch.channels_last)
-            out = self.model(x).float()
-            est.append(self.objective.estimate(out, self.labels))
-            if self.objective.distribution is not None:
-                dist.append(self.objective.distribution(out))
+        x = eval_transform(images, self.input_size)
+        views = 2 if tta_flip else 1
+        if tta_flip:  # both views in one forward pass (faster at small batches; eval-mode BN is per-image)
+            x = torch.cat([x, x.flip(3)])
+        out = self.model(x.contiguous(memory_format=torch.channels_last)).float()
+        est = self.objective.estimate(out, self.labels).unflatten(0, (views, -1))
+        dist = None if self.objective.distribution is None else self.objective.distribution(out).unflatten(0, (views, -1))
         # every estimate is linear in the outputs it averages (E[p] for softmax losses, the soft
         # count for ranking), so the mean estimate is the estimate of the mean distribution
-        return torch.stack(est).mean(0), torch.stack(dist).mean(0) if dist else None
+        return est.mean(0), None if dist is None else dist.mean(0)
 
     def predict_arrays(self, images: np.ndarray, tta_flip: bool = True, batch_size: int = 256) -> Prediction:
         """``(N, S, S, 3)`` uint8 face crops (S = ``cache_size`` ideally) -> :class:`Prediction`."""
@@ -139,6 +142,7 @@ class FacePrediction:
 
 
 ALIGN_SIZE = 200  # faces are aligned at the side of UTKFace's chips, then resized like the training cache
+MIN_CROP_SIDE = 20  # a given face crop smaller than this is refused (the detector's smallest face, min_size)
 
 
 class Predictor:
@@ -161,7 +165,12 @@ class Predictor:
         self.tta_flip = tta_flip
 
     def predict(self, image: np.ndarray) -> list[FacePrediction]:
-        """``(H, W, 3)`` uint8 RGB photo (or crop) -> one :class:`FacePrediction` per face, largest first."""
+        """``(H, W, 3)`` uint8 RGB photo (or crop) -> one :class:`FacePrediction` per face, largest first.
+
+        Raises:
+            DataError: (without a file name) a crop, when there is no detector, smaller than
+                :data:`MIN_CROP_SIDE` on a side.
+        """
         from PIL import Image
 
         from dldl.data.images import square_resize
@@ -170,6 +179,9 @@ class Predictor:
         size = self.estimator.cache_size
         if self.detector is None:
             h, w = image.shape[:2]
+            if min(h, w) < MIN_CROP_SIDE:
+                raise DataError(None, f"image is {w}x{h} pixels, too small for a face crop "
+                                      f"(at least {MIN_CROP_SIDE}x{MIN_CROP_SIDE})")
             found = [(None, square_resize(Image.fromarray(image), size), (0.0, 0.0, float(w), float(h)))]
         else:
             found = [(face, square_resize(Image.fromarray(crop), size), face.box)

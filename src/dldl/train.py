@@ -31,11 +31,12 @@ from dldl.data.augment import AugmentConfig, train_transform
 from dldl.data.cache import load_cached
 from dldl.data.samples import SampleList
 from dldl.data.sources import check_labels_in, load_dataset
-from dldl.errors import DldlError
+from dldl.errors import CheckpointError, DldlError
 from dldl.evaluate import prediction_report
 from dldl.labels import LabelSet, gaussian_distribution, histogram_distribution
 from dldl.losses import get_objective
 from dldl.models import create_model
+from dldl.models.imagenet import imagenet_weights_path, load_imagenet_weights
 from dldl.predict import Estimator
 
 
@@ -76,6 +77,7 @@ class TrainConfig:
     augment: AugmentConfig | None = None  # None: the paper's augmentation at input_size
     tta_flip: bool = True
     init_from: str | None = None  # start from these weights (fine-tuning), head kept if shapes match
+    backbone_weights: str | None = None  # ImageNet init (mobilenet_v2, efficientnet_lite0): "imagenet" (installed package) or a .pth path
     # runtime
     out_dir: str = "runs/default"
     resume: bool = False
@@ -86,6 +88,7 @@ class TrainConfig:
     save_every: int = 0  # also checkpoint every N steps (0: once per epoch)
     cache_dir: str | None = None
     workers: int = 2  # processes decoding images into the cache
+    cache_on_device: bool = False  # keep the decoded uint8 training images on `device` (GPU runs: no per-step copy)
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the run
 
@@ -99,6 +102,8 @@ class TrainConfig:
         if self.target not in ("gaussian", "histogram"):
             raise ValueError(f"target must be 'gaussian' or 'histogram', got {self.target!r}")
         get_objective(self.loss)
+        if self.backbone_weights and self.init_from:
+            raise ValueError("set either init_from or backbone_weights, not both")
         if not isinstance(self.labels, str):
             raise ValueError(f"labels must be text like '0:100:1' (quote it in YAML), got {self.labels!r}")
         LabelSet.parse(self.labels)
@@ -138,6 +143,20 @@ def _targets(samples: SampleList, cfg: TrainConfig, labels: LabelSet) -> tuple[t
     return y, gaussian_distribution(y, sigma, labels)
 
 
+RESUME_KEYS = ("dataset", "root", "train_split", "val_split", "val_fraction", "limit", "labels", "target", "sigma",
+               "model", "hybrid_pool", "input_size", "cache_size", "loss", "batch_size", "seed")
+"""Settings a resumed run must share with the run that wrote ``last.pt`` (data, its order, the network)."""
+
+
+def _check_resumable(ck: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    """Refuse to resume from a checkpoint written with other data, model or batch settings."""
+    old = ck.get("config") or {}
+    diff = [f"{k} {old[k]!r}, now {getattr(cfg, k)!r}" for k in RESUME_KEYS if k in old and old[k] != getattr(cfg, k)]
+    if diff:
+        raise CheckpointError(path, f"written by a run with other settings ({'; '.join(diff)}); "
+                                    "resume with the same settings, or train into another --out folder")
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -165,6 +184,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     labels = LabelSet.parse(cfg.labels)
     objective = get_objective(cfg.loss)
+    backbone = imagenet_weights_path(cfg.model, cfg.backbone_weights) if cfg.backbone_weights else None  # fail before decoding
 
     # ---- data: label files -> checked samples -> decoded uint8 arrays + targets
     train_set = load_dataset(cfg.dataset, cfg.root, cfg.train_split)
@@ -180,7 +200,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             check_labels_in(s, labels)
     load = lambda s: load_cached(s, cfg.cache_size, cfg.cache_dir, cfg.workers, progress=cfg.progress and master)  # noqa: E731
     train_images, val_images = load(train_set), load(val_set)
+    if test_set is not None and master:
+        load(test_set)  # decode (and cache) now, so a bad test image stops the run before training, not after
     y_all, target_all = _targets(train_set, cfg, labels)
+    # (N, S, S, 3) uint8 copy on the device, batches gathered there (numpy gathers faster on CPU)
+    device_images = torch.from_numpy(train_images).to(device) if cfg.cache_on_device else None
     n = len(train_set)
     if n < world:
         raise DldlError(f"{train_set.name}: {n} training samples cannot be shared by {world} processes")
@@ -191,6 +215,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         src = load_checkpoint(cfg.init_from)["state_dict"]
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
+    elif backbone and not (cfg.resume and (out / "last.pt").exists()):
+        load_imagenet_weights(model, backbone)
     model.to(device)
     if ddp and device.type == "cuda":  # SyncBatchNorm needs CUDA (NCCL); with gloo on CPU each process keeps its own BN
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -206,6 +232,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.exists():
         ck = load_checkpoint(last_path)
+        _check_resumable(ck, cfg, last_path)
         model.load_state_dict(ck["state_dict"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -246,7 +273,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         bar = _progress(master and cfg.progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
         for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
-            images = torch.from_numpy(train_images[idx.numpy()]).to(device, non_blocking=True).permute(0, 3, 1, 2)
+            if device_images is not None:
+                images = device_images[idx.to(device)].permute(0, 3, 1, 2)
+            else:
+                images = torch.from_numpy(train_images[idx.numpy()]).to(device, non_blocking=True).permute(0, 3, 1, 2)
             gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, step, rank))
             x = train_transform(images, aug, generator=gen)
             if cfg.channels_last:
@@ -256,8 +286,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 output = net(x)
             loss = loss_fn(output.float(), target, y, labels, lam=cfg.lam, kl_reduction=cfg.kl_reduction)
             if not torch.isfinite(loss):
-                raise DldlError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                f"stopped, the last good checkpoint is {last_path}")
+                kept = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was written yet"
+                raise DldlError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped, {kept}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -293,7 +323,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if master and best_path.exists():
         final = Estimator.from_checkpoint(best_path, device)
         if test_set is not None:
-            test_images = load(test_set)
+            test_images = load(test_set)  # from the cache built before training
             for key, flip in (("test", True), ("test_no_flip", False)):
                 report[key] = prediction_report(final.predict_arrays(test_images, flip), test_set, cfg.task)
             print(f"test MAE {report['test']['mae']:.3f} (flip TTA), {report['test_no_flip']['mae']:.3f} (no TTA)")
