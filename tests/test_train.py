@@ -165,3 +165,11 @@ def test_cache_on_device_trains_the_same_weights(synthetic_manifest, tmp_path):
         train(_cfg(synthetic_manifest, tmp_path / name, epochs=1, cache_on_device=on_device))
     host, device = (load_checkpoint(tmp_path / n / "last.pt")["state_dict"] for n in ("host", "device"))
     assert host.keys() == device.keys() and all(torch.equal(host[k], device[k]) for k in host)
+
+
+def test_numbers_given_as_text_are_parsed_or_refused():
+    assert TrainConfig(lr="5e-4", epochs="12").lr == 5e-4  # YAML reads 5e-4 as text
+    assert isinstance(TrainConfig(epochs="12").epochs, int)
+    for bad in (dict(lr="fast"), dict(epochs="1.5"), dict(lr=True)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(**bad)

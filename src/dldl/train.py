@@ -93,6 +93,7 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the run
 
     def __post_init__(self) -> None:
+        self._coerce_numbers()
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
         if self.cache_size is None:
@@ -110,6 +111,21 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def _coerce_numbers(self) -> None:
+        """Numbers given as text (YAML reads ``5e-4`` as a string) become numbers; other text is an error."""
+        for f in dataclasses.fields(self):
+            kind = {"float": float, "float | None": float, "int": int, "int | None": int}.get(str(f.type))
+            value = getattr(self, f.name)
+            if kind is None or value is None:
+                continue
+            try:
+                number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+            except ValueError:
+                number = None
+            if number is None or (kind is int and not number.is_integer()):
+                raise ValueError(f"{f.name} must be a{' whole' if kind is int else ''} number, got {value!r}")
+            setattr(self, f.name, kind(number))
 
 
 # profiles: the paper's recipe on a GPU, and a small-input recipe for 2 CPU cores
