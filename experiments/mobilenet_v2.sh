@@ -14,4 +14,4 @@ dldl train --dataset mebeauty --root "$DATA/mebeauty" --out "$OUT/mnv2-96-mebeau
   --set epochs=20 --set lr_step=14 --set task=beauty --set labels=1:10:0.1 --set train_split=train \
   --set val_split=val --set test_split=test > "$OUT/mnv2-96-mebeauty.log" 2>&1
 dldl train --profile cpu --root "$DATA/utkface" --out "$OUT/mnv2-96-coral" "${common[@]}" --resume \
-  --set epochs=12 --set lr_step=8 --set ema_decay=0.995 > "$OUT/mnv2-96-coral.log" 2>&1
+  --set epochs=8 --set lr_step=6 --set ema_decay=0.995 > "$OUT/mnv2-96-coral.log" 2>&1

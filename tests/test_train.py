@@ -142,6 +142,7 @@ def test_tiny_age_net_on_64_utkface_faces(tmp_path):
 @pytest.mark.parametrize("name,dataset,folder,split,card_key", [
     ("tiny_age_net-utkface", "utkface", "utkface", "coral_test", "metrics_coral_test"),
     ("tiny_age_net-mebeauty", "mebeauty", "mebeauty", "test", "metrics_mebeauty_test"),
+    ("mobilenet_v2-mebeauty", "mebeauty", "mebeauty", "test", "metrics_mebeauty_test"),
 ])
 def test_shipped_model_reproduces_its_card(tmp_path, name, dataset, folder, split, card_key):
     """Each shipped model's card states its test metrics; re-evaluating must agree within 0.05 MAE."""
