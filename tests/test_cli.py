@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,19 @@ def test_save_dir_writes_annotated_photos_and_distribution_plots(tmp_path):
     plot = tmp_path / f"{photo.stem}_age_distributions.png"
     assert Image.open(annotated).size == Image.open(photo).size
     assert Image.open(plot).format == "PNG" and Image.open(plot).width > 200
+
+
+MEBEAUTY_ORIGINALS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mebeauty" / "original_images"
+
+
+@pytest.mark.skipif(not MEBEAUTY_ORIGINALS.is_dir(), reason="../shared/data/mebeauty/original_images not present on this machine")
+@pytest.mark.parametrize("task", ["age", "beauty"])
+def test_predict_on_real_in_the_wild_photos(task):
+    """dldl predict on MEBeauty's original photos (folder input, recursive): a face in nearly every photo."""
+    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
+    folder = MEBEAUTY_ORIGINALS / "female" / "caucasian"  # 78 photos of various sizes and sources
+    rows = json.loads(dldl("predict", folder, "--task", task, "--json", check=True).stdout.strip().splitlines()[-1])
+    assert len(rows) == len(list(folder.glob("*.jpg"))) and all(r["error"] is None for r in rows)
+    assert sum(bool(r["faces"]) for r in rows) >= 0.95 * len(rows)
+    low, high = (0, 100) if task == "age" else (1, 10)
+    assert all(low <= f[task] <= high and low <= f["interval_90"][0] <= f["interval_90"][1] <= high for r in rows for f in r["faces"])
