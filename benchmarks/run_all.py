@@ -1,4 +1,4 @@
-"""Run the benchmark suite (model cost + inference, photo pipeline, training vs roofline, memory),
+"""Run the benchmark suite (model cost + inference, photo pipeline, training vs roofline, memory, server load),
 write ``docs/bench/*.json`` and regenerate ``docs/BENCHMARKS.md``.
 
     python benchmarks/run_all.py            # the full run, ~25 min on a quiet 2-core machine
@@ -23,6 +23,7 @@ import benchlib
 import inference
 import memory
 import pipeline
+import server_load
 import train_throughput
 
 UTKFACE = benchlib.SHARED_DATA / "utkface"
@@ -37,6 +38,7 @@ FULL = {
     "train": dict(configs=[CPU_PROFILE, ("thin_age_net", 64, 128), PAPER_ON_CPU], threads=[2, 1], steps=5, warmup=2,
                   root=UTKFACE, pool=512),
     "memory": dict(profiles=["cpu", "paper"], steps=3, threads=2),
+    "server": dict(requests=500, clients=16),
 }
 QUICK = {
     "inference": dict(models=list(inference.MODELS), sizes=[64], threads=[1], batches=[1, 8], backends=list(inference.BACKENDS),
@@ -45,8 +47,9 @@ QUICK = {
     "train": dict(configs=[("tiny_age_net", 64, 32)], threads=[1], steps=2, warmup=1, root=UTKFACE, pool=64, gemm_n=1024,
                   conv_batch=4),
     "memory": dict(profiles=["cpu"], steps=1, threads=1, batch=8),
+    "server": dict(requests=40, clients=8, max_upload_mb=0.2),
 }
-RUNNERS = {"inference": inference, "pipeline": pipeline, "train": train_throughput, "memory": memory}
+RUNNERS = {"inference": inference, "pipeline": pipeline, "train": train_throughput, "memory": memory, "server": server_load}
 
 
 # --------------------------------------------------------------------------- targets
@@ -92,6 +95,12 @@ def targets(results: dict[str, Any], gpu: dict | None) -> list[list[Any]]:
             rows.append([f">= 70% of the measured roofline, CPU profile ({name}, {size} px)",
                          f"{r['efficiency_pct']}% ({r['images_per_s']} img/s, batch {r['batch']}, {r['threads']} threads)",
                          _pass(r["efficiency_pct"] >= 70)])
+    srv = results.get("server")
+    if srv:
+        lat = srv["latency_ms"]["valid"]
+        rows.append([f"server: {srv['requests']} requests from {srv['clients']} clients, none lost, every invalid one a 4xx with a reason",
+                     f"{srv['answered']} answered, {len(srv['problems'])} problems; valid p50 {lat.get('p50', 0):.0f} ms, "
+                     f"p99 {lat.get('p99', 0):.0f} ms", _pass(not srv["problems"] and srv["answered"] == srv["requests"])])
     if gpu:
         minutes = gpu["train_s_total"] / 60
         rows.append([f"{gpu['epochs']} epochs <= 10 min on one H100 (ThinAgeNet, {gpu['input_size']} px)",
@@ -169,6 +178,8 @@ def render(results: dict[str, Any], gpu: dict | None, mode: str, command: str) -
     parts.append(gpu_section(gpu))
     if results.get("memory"):
         parts += ["## 6. Memory\n", memory.markdown(results["memory"])]
+    if results.get("server"):
+        parts += ["## 7. Server under load (`dldl serve`, mixed valid and invalid uploads)\n", server_load.markdown(results["server"]) + "\n"]
     return "\n".join(parts)
 
 

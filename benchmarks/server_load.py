@@ -153,7 +153,7 @@ def latency_ms(records: list[dict]) -> dict[str, float | int]:
     return {"count": len(lat), "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "max": float(lat.max())}
 
 
-def run_load(requests: int = 500, clients: int = 16, max_upload_mb: float = 1.0, valid_fraction: float = 0.5,
+def run(requests: int = 500, clients: int = 16, max_upload_mb: float = 1.0, valid_fraction: float = 0.5,
              seed: int = 0, log_path: Path = Path(tempfile.gettempdir()) / "dldl_server_load.log") -> dict:
     """Start ``dldl serve``, warm it up, fire ``requests`` uploads from ``clients`` threads; the summary."""
     kinds = uploads(int(max_upload_mb * 1e6), seed)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the summary here")
     parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "dldl_server_load.log", help="the server's log")
     args = parser.parse_args(argv)
-    summary = run_load(args.requests, args.clients, args.max_upload_mb, seed=args.seed, log_path=args.log)
+    summary = run(args.requests, args.clients, args.max_upload_mb, seed=args.seed, log_path=args.log)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=1))

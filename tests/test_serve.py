@@ -145,7 +145,7 @@ def test_serve_cli_rejects_bad_options(args, problem):
 @pytest.mark.slow
 def test_small_load_against_dldl_serve(tmp_path):
     """40 mixed uploads from 8 clients against a real ``dldl serve``: all answered, each right (no timing asserts)."""
-    summary = server_load.run_load(requests=40, clients=8, max_upload_mb=0.2, log_path=tmp_path / "server.log")
+    summary = server_load.run(requests=40, clients=8, max_upload_mb=0.2, log_path=tmp_path / "server.log")
     assert summary["problems"] == [], summary["problems"][:5]
     assert summary["answered"] == 40 and summary["latency_ms"]["valid"]["count"] > 0
     assert summary["peak_rss_mb"]["after_run"] < summary["peak_rss_mb"]["after_warmup"] + 500  # memory stays bounded
