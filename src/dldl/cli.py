@@ -28,7 +28,7 @@ err = Console(stderr=True)
 state = {"debug": False}
 SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"  # aligned face crops
 PHOTOS_DIR = Path(__file__).parent / "assets" / "photos"  # in-the-wild photos
-DEFAULT_MODELS = {"age": "tiny_age_net-utkface", "beauty": "mobilenet_v2-mebeauty"}
+DEFAULT_MODELS = {"age": "mobilenet_v2-utkface", "beauty": "mobilenet_v2-mebeauty"}
 DEFAULT_MODEL = DEFAULT_MODELS["age"]
 
 
