@@ -8,6 +8,7 @@ mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
@@ -20,6 +21,16 @@ from dldl.errors import CheckpointError
 
 FORMAT = "dldl"
 FORMAT_VERSION = 1
+
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (weight files and caches can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

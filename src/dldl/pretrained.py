@@ -7,14 +7,13 @@ which is checked before loading, so a damaged or swapped file is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dldl.checkpoint import load_checkpoint, save_checkpoint
+from dldl.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from dldl.errors import CheckpointError, DldlError
 from dldl.predict import Estimator
 
@@ -33,10 +32,6 @@ def model_card(name: str) -> dict[str, Any]:
         known = ", ".join(list_pretrained()) or "none shipped yet"
         raise DldlError(f"no shipped model called {name!r} (shipped: {known})")
     return json.loads(path.read_text())
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: str = "torch") -> Estimator:
@@ -62,7 +57,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
         weights = path
     elif str(name_or_path) in list_pretrained():
         weights = MODELS_DIR / f"{name_or_path}.pt"
-        if sha256(weights) != model_card(str(name_or_path)).get("sha256"):
+        if file_sha256(weights) != model_card(str(name_or_path)).get("sha256"):
             raise CheckpointError(weights, "sha256 does not match its model card; the file is damaged or was replaced")
     else:
         known = ", ".join(list_pretrained()) or "none shipped yet"
@@ -72,7 +67,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
         return estimator
     from dldl.data.cache import default_cache_dir
 
-    onnx_path = default_cache_dir() / "onnx" / f"{sha256(weights)[:24]}.onnx"
+    onnx_path = default_cache_dir() / "onnx" / f"{file_sha256(weights)[:24]}.onnx"
     if not onnx_path.exists():
         export(estimator, onnx_path, "onnx")
     return load_exported(onnx_path)
@@ -85,6 +80,6 @@ def export_shipped(checkpoint: str | Path, name: str, card: dict[str, Any], out_
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     keep = {k: ck[k] for k in ("model", "labels", "loss", "task", "input_size", "cache_size", "epoch") if k in ck}
     path = save_checkpoint(out_dir / f"{name}.pt", {**keep, "state_dict": half, "ema_state_dict": None})
-    (out_dir / f"{name}.json").write_text(json.dumps({**card, "name": name, "sha256": sha256(path),
+    (out_dir / f"{name}.json").write_text(json.dumps({**card, "name": name, "sha256": file_sha256(path),
                                                       "bytes": path.stat().st_size}, indent=1) + "\n")
     return path

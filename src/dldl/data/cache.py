@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dldl.checkpoint import file_sha256
 from dldl.data.images import load_face
 from dldl.data.samples import SampleList
 from dldl.errors import DataError
@@ -46,14 +47,6 @@ def cache_key(samples: SampleList, size: int) -> str:
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _decode(args: tuple[str, int]) -> np.ndarray:
     return load_face(args[0], args[1])
 
@@ -71,7 +64,7 @@ def _valid(npy: Path, manifest: Path, key: str, verify: bool) -> bool:
         return False
     if meta.get("key") != key or not npy.exists():
         return False
-    return not verify or meta.get("sha256") == _file_sha256(npy)
+    return not verify or meta.get("sha256") == file_sha256(npy)
 
 
 def decode_all(samples: SampleList, size: int, workers: int = 2, progress: bool = False) -> np.ndarray:
@@ -131,7 +124,7 @@ def load_cached(
     with open(tmp, "wb") as f:
         np.save(f, arr)
     os.replace(tmp, npy)
-    meta = {"key": key, "sha256": _file_sha256(npy), "count": len(samples), "size": size, "name": samples.name,
+    meta = {"key": key, "sha256": file_sha256(npy), "count": len(samples), "size": size, "name": samples.name,
             "source": list(samples.source), "version": CACHE_VERSION}
     tmp_m = manifest.with_name(manifest.name + f".{os.getpid()}.tmp")
     tmp_m.write_text(json.dumps(meta, indent=1))

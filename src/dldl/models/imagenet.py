@@ -18,7 +18,6 @@ the ``head`` keeps its initialisation.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from dldl.checkpoint import file_sha256
 from dldl.errors import CheckpointError, DldlError
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
@@ -80,11 +80,7 @@ def sha256_prefix_ok(path: Path) -> bool:
     if m is None:
         raise CheckpointError(path, "the file name carries no sha256 prefix; keep the published name, "
                                     "e.g. mobilenet_v2-b0353104.pth")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest().startswith(m.group(1))
+    return file_sha256(path).startswith(m.group(1))
 
 
 def from_efficientnet_pytorch(state: dict[str, Tensor]) -> dict[str, Tensor]:
