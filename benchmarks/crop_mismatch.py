@@ -23,7 +23,7 @@ import numpy as np
 import dldl
 from dldl.data.images import read_image, square_resize
 from dldl.data.samples import Sample
-from dldl.data.sources import load_dataset
+from dldl.data.datasets import load_dataset
 from dldl.faces import get_detector
 from dldl.metrics import mae, pearson, rmse
 from dldl.predict import Predictor

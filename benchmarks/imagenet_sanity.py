@@ -1,6 +1,6 @@
 """Sanity check of the ImageNet weights and of each backbone's padding and input normalisation.
 
-Runs each weight file with its ImageNet classifier (num_labels=1000) on natural photos, in the
+Runs each weight file with its ImageNet classifier (num_outputs=1000) on natural photos, in the
 configuration dldl uses and in the alternatives, and prints: how far the BatchNorm inputs' batch
 means are from the running means (in running standard deviations; smaller = inputs like those the
 weights were trained on), the mean top-1 probability, and how often the top-1 class agrees with

@@ -39,12 +39,12 @@ import dldl
 from dldl.data.augment import eval_transform
 from dldl.data.cache import load_cached
 from dldl.data.images import load_face
-from dldl.data.sources import load_dataset
+from dldl.data.datasets import load_dataset
 from dldl.export import OnnxNetwork, export, load_exported
 from dldl.labels import LabelSet
 from dldl.metrics import mae
-from dldl.models import create_model
 from dldl.models.vgg import AgeNet
+from dldl.models.spec import ModelSpec
 from dldl.predict import Estimator
 
 MODELS = ("thin_age_net", "tiny_age_net", "vgg16_bn")
@@ -141,7 +141,8 @@ def build(name: str, size: int, workdir: Path, calibration: int = 8) -> Artifact
     """Random-weight model, its ONNX export and both int8 versions (calibrated on ``calibration``
     random images: speed does not depend on the calibration, and ONNX Runtime's calibrator holds
     every intermediate tensor of the calibration batch in memory)."""
-    est = Estimator(create_model(name).eval(), LabelSet(0, 100, 1), "dldl_v2", size, size * 9 // 8)
+    spec = ModelSpec(name, LabelSet(0, 100, 1), "dldl_v2", size)
+    est = Estimator(spec.create_model().eval(), spec)
     calib = torch.randn(calibration, 3, size, size, generator=torch.Generator().manual_seed(0))
     onnx_path = export(est, workdir / f"{name}-{size}.onnx", "onnx")
     onnx_int8 = quantize_onnx(onnx_path, workdir / f"{name}-{size}-int8.onnx", calib)
@@ -244,7 +245,7 @@ def shipped_runtimes(threads: int, calibration: Tensor, workdir: Path) -> dict[s
         quantize_onnx(fp32, int8, calibration)
     q = quantize_torch(est.model, calibration)
     return {"torch": est, "onnxruntime": load_exported(fp32, threads),
-            "int8-torch": Estimator(q, est.labels, est.objective.name, est.input_size, est.cache_size, est.task),
+            "int8-torch": Estimator(q, est.spec),
             "int8-onnxruntime": load_exported(int8, threads)}
 
 

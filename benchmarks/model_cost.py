@@ -24,7 +24,7 @@ def main() -> None:
     print("| model | parameters | " + " | ".join(f"GFLOPs at {s} px" for s in args.sizes) + " |")
     print("| --- | --- |" + " --- |" * len(args.sizes))
     for name in args.models:
-        model = create_model(name, num_labels=101).eval()
+        model = create_model(name, num_outputs=101).eval()
         params = parameter_count(model)
         flops = [forward_flops(model, s) / 1e9 for s in args.sizes]
         print(f"| {name} | {params:,} | " + " | ".join(f"{f:.3f}" for f in flops) + " |", flush=True)

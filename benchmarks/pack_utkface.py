@@ -37,7 +37,7 @@ from PIL import Image
 
 from dldl.data.images import read_image
 from dldl.data.samples import SampleList
-from dldl.data.sources import load_dataset
+from dldl.data.datasets import load_dataset
 from dldl.errors import DataError
 
 SPLITS = ("coral_train", "coral_test")

@@ -33,7 +33,7 @@ from PIL import Image
 
 from dldl.data.augment import AugmentConfig, train_transform
 from dldl.data.images import load_face
-from dldl.data.sources import load_dataset
+from dldl.data.datasets import load_dataset
 from dldl.labels import LabelSet, gaussian_distribution
 from dldl.losses import dldl_v2_loss
 from dldl.models import create_model

@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 
 from dldl.data.images import load_face
-from dldl.data.sources import load_dataset
+from dldl.data.datasets import load_dataset
 from dldl.plots import plot_distributions
 from dldl.predict import Estimator
 

@@ -28,7 +28,7 @@ from PIL import Image
 import dldl
 from dldl.data.cache import load_cached
 from dldl.data.images import load_face, read_image
-from dldl.data.sources import load_dataset
+from dldl.data.datasets import load_dataset
 from dldl.errors import DataError
 
 ASSETS = Path(dldl.__file__).parent / "assets"
@@ -383,6 +383,6 @@ def test_model_whose_metadata_does_not_match_its_weights(tmp_path):
 
     ck = load_checkpoint(ASSETS / "models" / "tiny_age_net-utkface.pt")
     bad = save_checkpoint(tmp_path / "relabelled.pt", {**ck, "labels": {**ck["labels"], "stop": 50.0}})
-    with pytest.raises(CheckpointError, match="relabelled.pt: metadata does not match: loss 'dldl_v2' on 51 labels "
-                                              "needs 51 outputs, the network has 101"):
+    with pytest.raises(CheckpointError, match="relabelled.pt: does not hold a usable dldl model spec .objective 'dldl_v2' "
+                                              "on 51 labels needs 51 outputs, the spec says 101.$"):
         dldl.load(bad)

@@ -103,11 +103,11 @@ def test_main_job_runs_on_bundled_samples_with_shipped_model():
 
 
 def test_set_values_keep_text_fields_as_text():
-    from dldl.cli import _parse_value
+    from dldl.train import TrainConfig
 
-    assert _parse_value("str", "1:10:0.1") == "1:10:0.1"  # YAML would read this as a base-60 number
-    assert _parse_value("str | None", "null") is None
-    assert _parse_value("float", "0.5") == 0.5 and _parse_value("bool", "false") is False
+    cfg = TrainConfig.from_sources(overrides={"labels": "1:10:0.1", "val_split": "null", "lr": "0.5", "resume": "false"})
+    assert cfg.labels == "1:10:0.1"  # YAML would read this as a base-60 number
+    assert cfg.val_split is None and cfg.lr == 0.5 and cfg.resume is False
 
 
 def test_save_dir_writes_annotated_photos_and_distribution_plots(tmp_path):
@@ -118,7 +118,7 @@ def test_save_dir_writes_annotated_photos_and_distribution_plots(tmp_path):
     pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     from PIL import Image
 
-    from dldl.cli import PHOTOS_DIR
+    from dldl.assets import PHOTOS_DIR
 
     photo = sorted(PHOTOS_DIR.glob("*.jpg"))[0]
     dldl("predict", photo, "--save-dir", tmp_path, "--plot-distributions", check=True)

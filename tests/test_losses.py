@@ -131,5 +131,5 @@ def test_every_objective_trains_and_reads_out():
         if obj.distribution is not None:
             d = obj.distribution(out.detach())
             assert d.shape == (2, labels.num_labels) and torch.allclose(d.sum(1), torch.ones(2)), name
-    with pytest.raises(ValueError, match="known losses"):
+    with pytest.raises(ValueError, match="loss 'nope': must be one of dldl_v2"):
         get_objective("nope")

@@ -35,17 +35,18 @@ def test_crops_and_detected_faces(tiny_run):
     assert Predictor(est, NoFace()).predict(photo) == []
 
 
-def test_template_follows_task(tiny_run):
+def test_template_travels_with_the_model(tiny_run):
     est = Estimator.from_checkpoint(tiny_run / "run" / "best.pt")
-    assert Predictor(est).template == "utkface"
-    est.task = "beauty"
-    assert Predictor(est).template == "mebeauty"
+    assert Predictor(est).template == est.spec.template == "utkface"
+    beauty = Estimator(est.model, est.spec.replace(task="beauty", template="mebeauty"))
+    assert Predictor(beauty).template == "mebeauty"
+    assert Predictor(beauty, template="utkface").template == "utkface"
 
 
 def test_real_photo_has_faces():
     pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     import dldl
-    from dldl.cli import PHOTOS_DIR
+    from dldl.assets import PHOTOS_DIR
     from dldl.data.images import read_image
     from dldl.faces import get_detector
 

@@ -9,7 +9,8 @@ pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 
 pytest.importorskip("httpx2", reason="starlette's TestClient needs httpx2 (the dev extra)")
 
 import dldl  # noqa: E402
-from dldl.cli import DEFAULT_MODELS, PHOTOS_DIR  # noqa: E402
+from dldl.assets import PHOTOS_DIR  # noqa: E402
+from dldl.pretrained import DEFAULT_MODELS  # noqa: E402
 
 if not set(DEFAULT_MODELS.values()) <= set(dldl.list_pretrained()):
     pytest.skip("the shipped models are not in this checkout", allow_module_level=True)

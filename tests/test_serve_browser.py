@@ -20,7 +20,7 @@ pytest.importorskip("selenium", reason="selenium (the dev extra) is not installe
 pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
 
 import dldl  # noqa: E402
-from dldl.cli import PHOTOS_DIR  # noqa: E402
+from dldl.assets import PHOTOS_DIR  # noqa: E402
 
 if "tiny_age_net-utkface" not in dldl.list_pretrained():
     pytest.skip("no shipped model in this checkout", allow_module_level=True)

@@ -17,7 +17,7 @@ import torch
 from conftest import SHARED, UTKFACE, needs_shared
 from dldl.checkpoint import load_checkpoint
 from dldl.data.cache import load_cached
-from dldl.data.sources import load_dataset
+from dldl.data.datasets import load_dataset
 from dldl.evaluate import prediction_report
 from dldl.predict import Estimator
 from dldl.train import TrainConfig, train

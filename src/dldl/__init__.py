@@ -11,11 +11,12 @@ from dldl.labels import LabelSet  # noqa: E402
 from dldl.models import create_model, list_models  # noqa: E402
 
 
-def load(name_or_path, device="cpu"):
-    """A ready Estimator from a shipped model name or a checkpoint path (see dldl.pretrained.load)."""
+def load(name_or_path, device="cpu", runtime="torch"):
+    """A ready Estimator from a shipped model name, a checkpoint or an exported file; ``runtime``
+    ``"onnx"`` runs it through ONNX Runtime (see :func:`dldl.pretrained.load`)."""
     from dldl.pretrained import load as _load
 
-    return _load(name_or_path, device)
+    return _load(name_or_path, device, runtime)
 
 
 def list_pretrained() -> list[str]:

@@ -8,16 +8,18 @@ mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dldl.errors import CheckpointError
+from dldl.errors import CheckpointError, first_line
 
 FORMAT = "dldl"
 FORMAT_VERSION = 1
@@ -33,20 +35,35 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Atomically write ``payload`` (plus format tags) to ``path``; returns the path."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without an error it is synced
+    and renamed onto ``path`` (so readers see the old file or the complete new one, never a part),
+    otherwise removed. The one way dldl writes files others may read.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> with atomic_path(d / "a.txt") as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> (d / "a.txt").read_text(), sorted(p.name for p in d.iterdir())
+    ('done', ['a.txt'])
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
-    return p
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Atomically write ``payload`` (plus format tags) to ``path``; returns the path."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -68,7 +85,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         first = str(e).strip().split(".")[0] or "unpickling failed"
         raise CheckpointError(p, f"refused to load: it holds more than plain weights ({first})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise CheckpointError(p, f"checkpoint is truncated or corrupted ({first})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(p, "not a dldl checkpoint (no 'format: dldl' tag)")

@@ -7,7 +7,6 @@ problem, with exit status 2; ``--debug`` shows the full traceback instead.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import warnings
@@ -16,20 +15,19 @@ from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from dldl.errors import DldlError
+from dldl.assets import PHOTOS_DIR, SAMPLES_DIR
+from dldl.errors import DldlError, first_line
+from dldl.pretrained import DEFAULT_MODELS
+
+DEFAULT_MODEL = DEFAULT_MODELS["age"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Facial age and attractiveness estimation by deep label-distribution learning (DLDL-v2).")
 err = Console(stderr=True)
 state = {"debug": False}
-SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"  # aligned face crops
-PHOTOS_DIR = Path(__file__).parent / "assets" / "photos"  # in-the-wild photos
-DEFAULT_MODELS = {"age": "mobilenet_v2-utkface", "beauty": "mobilenet_v2-mebeauty"}
-DEFAULT_MODEL = DEFAULT_MODELS["age"]
 
 
 @app.callback()
@@ -52,8 +50,6 @@ def run() -> None:
         _fail(str(e))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         _fail(f"{e.filename}: {e.strerror}")
-    except ValueError as e:
-        _fail(str(e))
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
@@ -66,7 +62,12 @@ def run() -> None:
         if isinstance(e, click.ClickException):
             e.show()
             sys.exit(e.exit_code)
-        raise
+        if state["debug"]:
+            raise
+        # not an error a user can cause: a bug, shown as one line with a way to see more
+        err.print(f"[bold red]internal error[/] (a bug in dldl, please report it): {type(e).__name__}: {first_line(e)}; "
+                  "run again with 'dldl --debug ...' for the traceback", highlight=False, soft_wrap=True)
+        sys.exit(3)
 
 
 def _fail(message: str) -> None:
@@ -74,16 +75,6 @@ def _fail(message: str) -> None:
         raise
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(2)
-
-
-def _parse_value(annotation: Any, text: str) -> Any:
-    """A ``--set`` value: kept as text for string fields (so ``labels=1:10:0.1`` stays a string),
-    else parsed as YAML (numbers, booleans, lists, mappings); ``null`` means None."""
-    if text.strip().lower() in ("null", "none", "~"):
-        return None
-    if str(annotation).replace(" ", "") in ("str", "str|None"):
-        return text
-    return yaml.safe_load(text)
 
 
 @app.command()
@@ -107,43 +98,19 @@ def train(
 
     dldl train --profile cpu --root ../shared/data/utkface --out runs/tiny64
     """
-    from dldl.train import PROFILES, TrainConfig
+    from dldl.train import TrainConfig
     from dldl.train import train as run_training
 
-    fields: dict[str, Any] = {}
-    if profile:
-        if profile not in PROFILES:
-            raise DldlError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-        fields.update(PROFILES[profile])
-    if config:
-        try:
-            loaded = yaml.safe_load(Path(config).read_text())
-        except FileNotFoundError:
-            raise DldlError(f"{config}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise DldlError(f"{config}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise DldlError(f"{config}: expected a mapping of TrainConfig fields")
-        fields.update(loaded)
     options = dict(dataset=dataset, root=root, model=model, loss=loss, epochs=epochs, batch_size=batch_size,
-                   input_size=input_size, out_dir=out, device=device, seed=seed)
-    fields.update({k: v for k, v in options.items() if v is not None})
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-    for item in set_ or []:
+                   input_size=input_size, out_dir=out, device=device, seed=seed, resume=resume or None)
+    overrides: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    for item in set_ or []:  # --set wins over the options above
         key, sep, value = item.partition("=")
         if not sep:
             raise DldlError(f"--set {item!r}: expected KEY=VALUE")
-        fields[key.strip()] = _parse_value(types.get(key.strip()), value)
-    known = set(types)
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise DldlError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    fields["resume"] = resume or fields.get("resume", False)
-    try:
-        cfg = TrainConfig(**fields)
-    except TypeError as e:
-        raise DldlError(f"bad config: {e}") from None
-    if cfg.root is None and cfg.dataset != "csv":
+        overrides[key.strip()] = value
+    cfg = TrainConfig.from_sources(profile, config, overrides)
+    if cfg.root is None and cfg.dataset != "csv" and not cfg.sources:
         raise DldlError("no dataset folder: give --root DIR (e.g. --root ../shared/data/utkface)")
     report = run_training(cfg)
     if "test" in report:
@@ -164,7 +131,8 @@ def eval_(
     cache_dir: Annotated[Optional[str], typer.Option(help="Decoded-image cache folder (default ~/.cache/dldl).")] = None,
 ) -> None:
     """Evaluate a model on a dataset split: MAE, CS, epsilon-error, RMSE, Pearson, MAE by group."""
-    from dldl.data.sources import check_labels_in, load_dataset
+    from dldl.data.datasets import load_dataset
+    from dldl.data.sources import check_labels_in
     from dldl.evaluate import evaluate
     from dldl.pretrained import load
 
@@ -212,7 +180,8 @@ def predict(
     reported and skipped, the others continue.
     """
     from dldl.data.images import IMAGE_SUFFIXES, read_image
-    from dldl.predict import Predictor
+    from dldl.predict import PhotoResult, Predictor
+    from dldl.progress import track
     from dldl.pretrained import load
 
     default_dir = SAMPLES_DIR if crops else PHOTOS_DIR
@@ -233,14 +202,14 @@ def predict(
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
-    for f in _progress_over(files, enabled=not as_json and len(files) > 10):
+    for f in track(files, len(files), "predicting", enabled=not as_json and len(files) > 10):
         try:
             image = read_image(f)
             faces = predictor.predict(np.asarray(image))
         except DldlError as e:  # one line naming the file; the other files continue
-            results.append({"path": str(f), "faces": [], "error": f"{f}: {getattr(e, 'problem', e)}"})
+            results.append(PhotoResult(str(f), [], name, str(model), error=f"{f}: {getattr(e, 'problem', e)}").to_dict())
             continue
-        results.append({"path": str(f), "faces": [face.to_dict(name) for face in faces], "error": None})
+        results.append(PhotoResult(str(f), faces, name, str(model), predictor.estimator.labels).to_dict())
         if save_dir is not None:
             _annotate(image, faces, name).save(save_dir / f"{Path(f).stem}_{name}.jpg", quality=90)
             if plot_distributions and faces and faces[0].distribution is not None:
@@ -257,15 +226,6 @@ def predict(
         _print_table(results, name, str(model))
     if strict and any(r["error"] for r in results):
         raise typer.Exit(1)
-
-
-def _progress_over(items: list, enabled: bool):
-    if not enabled:
-        yield from items
-        return
-    from rich.progress import track
-
-    yield from track(items, description="predicting", console=err, transient=True)
 
 
 def _annotate(image, faces, name: str):
@@ -399,7 +359,10 @@ def info() -> None:
         console.print("no shipped models yet")
     for name in shipped:
         card = model_card(name)
-        console.print(f"shipped: {name}: {card.get('summary', '')}")
+        span = (card.get("spec") or {}).get("label_range")
+        trained = f" (trained on {card.get('task', 'age')}s {span[0]:g}-{span[1]:g})" if span else ""
+        default = " (default)" if name in DEFAULT_MODELS.values() else ""
+        console.print(f"shipped: {name}{default}{trained}: {card.get('summary', '')}", highlight=False)
 
 
 if __name__ == "__main__":

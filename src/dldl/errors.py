@@ -8,6 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none.
+
+    >>> first_line(ValueError("bad value\\nmore detail")), first_line(KeyError())
+    ('bad value', 'KeyError')
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class DldlError(Exception):
     """Base class of every error caused by user input (files, labels, options)."""
 
@@ -38,3 +48,18 @@ class CheckpointError(DldlError):
 
     def __reduce__(self):
         return type(self), (self.path, self.problem)
+
+
+class ConfigError(DldlError, ValueError):
+    """An option or configuration value is not allowed: names the field, the value and what is.
+
+    >>> str(ConfigError("batch_size", -4, "a whole number >= 1"))
+    'batch_size -4: must be a whole number >= 1'
+    """
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field} {value!r}: must be {allowed}")
+
+    def __reduce__(self):
+        return type(self), (self.field, self.value, self.allowed)

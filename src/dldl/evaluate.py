@@ -20,10 +20,68 @@ from dldl.predict import Estimator, Prediction
 
 def prediction_report(pred: Prediction, samples: SampleList, task: str = "age") -> dict[str, Any]:
     """All metrics of ``pred`` against the labels of ``samples`` (epsilon-error where every sample
-    has a sigma; MAE groups of 10 years for age, 1 point for beauty)."""
+    has a sigma; MAE groups of 10 years for age, 1 point for beauty).
+
+    For interval truths (age groups) ``mae`` is the MAE to the interval's centre and
+    ``in_interval`` the share of estimates inside it. With distributions, ``coverage_90`` is the
+    share of truths inside the predicted 5-95% interval (for interval truths: the two overlap)
+    and ``width_90`` its median width.
+    """
     true = np.array([s.label for s in samples.samples])
     sig = [s.sigma for s in samples.samples]
-    return regression_report(pred.estimate, true, sig if all(v for v in sig) else None, 10.0 if task == "age" else 1.0)
+    report = regression_report(pred.estimate, true, sig if all(v for v in sig) else None, 10.0 if task == "age" else 1.0)
+    bounds = np.array([s.bounds for s in samples.samples], dtype=np.float64).reshape(-1, 2)
+    has_interval = np.array([s.interval is not None for s in samples.samples])
+    if has_interval.any():
+        lo, hi = bounds[has_interval].T
+        est = pred.estimate[has_interval]
+        report["in_interval"] = float(np.mean((est >= lo - 0.5) & (est <= hi + 0.5)))
+    pi = pred.interval()
+    if pi is not None:
+        report["coverage_90"] = float(np.mean((pi[:, 0] <= bounds[:, 1] + 0.5) & (pi[:, 1] >= bounds[:, 0] - 0.5)))
+        report["width_90"] = float(np.median(pi[:, 1] - pi[:, 0]))
+    return report
+
+
+def temper(distribution: np.ndarray, temperature: float) -> np.ndarray:
+    """``(N, K)`` distributions as if their logits were divided by ``temperature``:
+    ``p_k^(1/T) / sum_j p_j^(1/T)`` (exact for a softmax; for a flip-TTA mean, of the mean).
+
+    >>> temper(np.array([[0.2, 0.8]]), 1.0).round(3).tolist(), temper(np.array([[0.2, 0.8]]), 1e9).round(3).tolist()
+    ([[0.2, 0.8]], [[0.5, 0.5]])
+    """
+    logp = np.log(np.clip(distribution, 1e-30, None)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    p = np.exp(logp)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(pred: Prediction, samples: SampleList, level: float = 0.9,
+                    grid: np.ndarray | None = None) -> tuple[float, float]:
+    """The temperature whose central ``level`` intervals cover a share ``level`` of ``samples``
+    (a held-out split; interval truths count as covered when they overlap), and that coverage.
+
+    Coverage grows with the temperature (flatter distributions, wider intervals), so the smallest
+    grid value reaching ``level`` is taken (the largest grid value if none does).
+    """
+    from dldl.labels import quantile
+
+    if pred.distribution is None:
+        raise ValueError("temperature scaling needs predicted distributions")
+    import torch
+
+    grid = np.round(np.arange(0.5, 6.01, 0.05), 3) if grid is None else grid
+    bounds = np.array([s.bounds for s in samples.samples], dtype=np.float64).reshape(-1, 2)
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    best = (float(grid[-1]), 0.0)
+    for t in grid:
+        p = torch.from_numpy(temper(pred.distribution, float(t)))
+        lo, hi = quantile(p, pred.labels, lo_q).numpy(), quantile(p, pred.labels, hi_q).numpy()
+        cov = float(np.mean((lo <= bounds[:, 1] + 0.5) & (hi >= bounds[:, 0] - 0.5)))
+        if cov >= level:
+            return float(t), cov
+        best = (float(t), cov)
+    return best
 
 
 def evaluate(

@@ -2,33 +2,27 @@
 
 The exported graph maps a normalised float batch ``(N, 3, S, S)`` (``S`` = the model's input size)
 to logits ``(N, outputs)``; the batch size is dynamic. Everything needed to turn logits into
-estimates (label set, loss, input and crop sizes, task) is stored in the file itself: ONNX
-``metadata_props["dldl"]`` / TorchScript extra file ``dldl.json``, as JSON. So an exported file is
+estimates is the model's :class:`~dldl.models.spec.ModelSpec`, stored in the file itself: ONNX
+``metadata_props["dldl"]`` / TorchScript extra file ``dldl.json``, as ``{"spec": spec.to_dict()}``. So an exported file is
 self-contained: ``dldl.load("model.onnx")`` gives a ready :class:`~dldl.predict.Estimator`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dldl.errors import CheckpointError
-from dldl.labels import LabelSet
+from dldl.checkpoint import atomic_path
+from dldl.errors import CheckpointError, first_line
+from dldl.models.spec import ModelSpec
 from dldl.predict import Estimator
 
 FORMATS = ("onnx", "torchscript")
-
-
-def _meta(est: Estimator) -> dict[str, Any]:
-    return {"labels": est.labels.to_dict(), "loss": est.objective.name, "input_size": est.input_size,
-            "cache_size": est.cache_size, "task": est.task}
 
 
 def _example(est: Estimator) -> Tensor:
@@ -41,11 +35,10 @@ def export(est: Estimator, path: str | Path, fmt: str = "onnx") -> Path:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     model = est.model.to("cpu").eval()
-    meta = json.dumps(_meta(est))
+    meta = json.dumps({"spec": est.spec.to_dict()})
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with atomic_path(out) as tmp, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer notes about the input-shape checks
             if fmt == "onnx":
                 import onnx
@@ -60,9 +53,7 @@ def export(est: Estimator, path: str | Path, fmt: str = "onnx") -> Path:
                 onnx.save(proto, str(tmp))
             else:
                 torch.jit.trace(model, _example(est)).save(str(tmp), _extra_files={"dldl.json": meta})
-        os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
         est.model.to(est.device)
     return out
 
@@ -97,9 +88,8 @@ def load_exported(path: str | Path, threads: int | None = None) -> Estimator:
             extra = {"dldl.json": ""}
             net = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
             meta = json.loads(extra["dldl.json"])
-        return Estimator(net, LabelSet(**meta["labels"]), meta["loss"], int(meta["input_size"]),
-                         int(meta["cache_size"]), meta.get("task", "age"))
+        return Estimator(net, ModelSpec.from_payload(meta, p))
     except CheckpointError:
         raise
     except Exception as e:  # onnxruntime / jit raise many types for a bad file
-        raise CheckpointError(p, f"not a dldl export ({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})") from None
+        raise CheckpointError(p, f"not a dldl export ({first_line(e)[:200]})") from None

@@ -129,6 +129,55 @@ def gaussian_distribution(y: Tensor, sigma: Tensor | float, labels: LabelSet) ->
     return p.to(torch.float32)
 
 
+def interval_distribution(low: Tensor, high: Tensor, sigma: Tensor | float, labels: LabelSet) -> Tensor:
+    """Label distributions for truths known only to lie in ``[low, high]`` (age groups).
+
+    The mass is spread evenly over the interval and its edges are softened by a Gaussian of
+    ``sigma``: ``p_k ~ Phi((high - l_k) / sigma + h) - Phi((low - l_k) / sigma - h)`` with
+    ``h = step / (2 sigma)``, i.e. a uniform density on ``[low - step/2, high + step/2]``
+    convolved with ``N(0, sigma^2)``. With ``low == high`` it is (to the discretisation) the
+    Gaussian of :func:`gaussian_distribution`; ``sigma == 0`` gives a flat distribution on the
+    labels inside the interval.
+
+    Args:
+        low, high: ``(N,)`` interval ends, ``low <= high``.
+        sigma: float or ``(N,)`` edge softness, ``>= 0``.
+    Returns:
+        ``(N, K)`` float32 distribution, rows sum to 1.
+
+    >>> p = interval_distribution(torch.tensor([1.0]), torch.tensor([3.0]), 0.0, LabelSet(0, 4, 1))
+    >>> [round(v, 3) for v in p[0].tolist()]
+    [0.0, 0.333, 0.333, 0.333, 0.0]
+    >>> interval_distribution(torch.tensor([1.0]), torch.tensor([3.0, 4.0]), 1.0, LabelSet(0, 4, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: low and high must have the same shape (N,), got (1,) and (2,)
+    """
+    _check_1d("low", low)
+    if high.shape != low.shape:
+        raise ValueError(f"low and high must have the same shape (N,), got {tuple(low.shape)} and {tuple(high.shape)}")
+    if bool((high < low).any()):
+        raise ValueError("every interval needs low <= high")
+    lo, hi = low.to(torch.float64)[:, None], high.to(torch.float64)[:, None]
+    sig = torch.as_tensor(sigma, dtype=torch.float64, device=low.device)
+    sig = (sig.expand(low.shape[0]) if sig.dim() == 0 else sig)[:, None]
+    if sig.shape[0] != low.shape[0] or bool((sig < 0).any()):
+        raise ValueError(f"sigma must be >= 0, a float or of shape {tuple(low.shape)}")
+    v = labels.values(device=low.device)[None, :]
+    half = labels.step / 2
+    inside = ((v >= lo - 1e-9) & (v <= hi + 1e-9)).to(torch.float64)
+    soft = sig > 0
+    s = sig.clamp_min(1e-12)
+    normal = torch.distributions.Normal(torch.zeros((), dtype=torch.float64), torch.ones((), dtype=torch.float64))
+    smooth = normal.cdf((hi + half - v) / s) - normal.cdf((lo - half - v) / s)
+    p = torch.where(soft, smooth, inside)
+    empty = p.sum(1, keepdim=True) <= 0  # an interval between labels, or far outside the set
+    if bool(empty.any()):
+        near = gaussian_distribution(((low + high) / 2), 0.0, labels).to(torch.float64)
+        p = torch.where(empty, near, p)
+    return (p / p.sum(1, keepdim=True)).to(torch.float32)
+
+
 def histogram_distribution(counts: Tensor, bin_values: Tensor, labels: LabelSet) -> Tensor:
     """Empirical label distributions from rater histograms, re-binned onto a label set.
 

@@ -17,7 +17,10 @@ expectation_l1 (N, K)       |E[p] - y|                                      (the
 KL normalisation. The reference implementation (gaobb/DLDL-v2, ``nn.KLDivCriterion(true)``)
 divides the summed KL by ``N * K`` ("reference", our default), so with 101 ages the KL term is
 1/101 of the per-sample KL; ``kl_reduction="batchmean"`` divides by ``N`` only (the true mean KL).
-The expectation term is the mean absolute error over the batch in label units (years).
+The expectation term is the mean absolute error over the batch in label units (years). For a
+sample whose truth is an interval ``[low, high]`` (an age group) the training loss of ``dldl_v2``
+takes ``bounds=(low, high)`` and the term becomes the distance of ``E[p]`` to the interval
+(:func:`interval_l1_loss`: zero inside), while its target is :func:`~dldl.labels.interval_distribution`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dldl.errors import ConfigError
 from dldl.labels import LabelSet, expectation
 
 KLReduction = Literal["reference", "batchmean"]
@@ -73,6 +77,26 @@ def expectation_l1_loss(logits: Tensor, y: Tensor, labels: LabelSet) -> Tensor:
     """
     _check(logits, labels.num_labels, y=y)
     return (expectation(torch.softmax(logits.float(), dim=1), labels) - y.float()).abs().mean()
+
+
+def interval_l1_loss(logits: Tensor, low: Tensor, high: Tensor, labels: LabelSet) -> Tensor:
+    """Mean distance of ``E[softmax(logits)]`` to the interval ``[low, high]``: zero inside it,
+    ``|E[p] - y|`` when ``low == high == y``. ``logits`` ``(N, K)``; ``low``, ``high`` ``(N,)``.
+
+    >>> labels = LabelSet(0, 2, 1)
+    >>> float(interval_l1_loss(torch.zeros(1, 3), torch.tensor([0.0]), torch.tensor([1.5]), labels))
+    0.0
+    >>> float(interval_l1_loss(torch.zeros(1, 3), torch.tensor([0.0]), torch.tensor([0.5]), labels))
+    0.5
+    >>> interval_l1_loss(torch.zeros(2, 3), torch.zeros(3), torch.zeros(3), labels)
+    Traceback (most recent call last):
+    ...
+    ValueError: y must have shape (2,) to match output (2, 3), got (3,)
+    """
+    _check(logits, labels.num_labels, y=low)
+    _check(logits, labels.num_labels, y=high)
+    e = expectation(torch.softmax(logits.float(), dim=1), labels)
+    return (torch.relu(low.float() - e) + torch.relu(e - high.float())).mean()
 
 
 def dldl_loss(logits: Tensor, target: Tensor, kl_reduction: KLReduction = "reference") -> Tensor:
@@ -216,8 +240,11 @@ def _k(labels: LabelSet) -> int:
 
 # training losses with the common signature (output, target, y, labels, **options)
 def _train_dldl_v2(out: Tensor, t: Tensor, y: Tensor, labels: LabelSet, lam: float = 1.0,
-                   kl_reduction: KLReduction = "reference", **_: object) -> Tensor:
-    return dldl_v2_loss(out, t, y, labels, lam, kl_reduction)
+                   kl_reduction: KLReduction = "reference", bounds: tuple[Tensor, Tensor] | None = None,
+                   **_: object) -> Tensor:
+    if bounds is None:
+        return dldl_v2_loss(out, t, y, labels, lam, kl_reduction)
+    return kl_divergence(out, t, kl_reduction) + lam * interval_l1_loss(out, bounds[0], bounds[1], labels)
 
 
 def _train_dldl(out: Tensor, t: Tensor, y: Tensor, labels: LabelSet, kl_reduction: KLReduction = "reference",
@@ -250,5 +277,5 @@ OBJECTIVES: dict[str, Objective] = {
 def get_objective(name: str) -> Objective:
     """The :class:`Objective` called ``name`` (see the table in this module's docstring)."""
     if name not in OBJECTIVES:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(OBJECTIVES)}")
+        raise ConfigError("loss", name, f"one of {', '.join(OBJECTIVES)}")
     return OBJECTIVES[name]

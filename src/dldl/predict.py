@@ -13,12 +13,12 @@ import torch
 from torch import Tensor, nn
 
 from dldl.checkpoint import load_checkpoint
-from dldl.data.augment import eval_transform
+from dldl.data.augment import EVAL_CROP, MEAN, STD, eval_transform
 from dldl.data.images import load_face
-from dldl.errors import CheckpointError, DataError
+from dldl.errors import CheckpointError, DataError, DldlError, first_line
 from dldl.labels import LabelSet, quantile
 from dldl.losses import get_objective
-from dldl.models import create_model
+from dldl.models.spec import ModelSpec
 
 
 @dataclass
@@ -39,43 +39,49 @@ class Prediction:
 
 
 class Estimator:
-    """A trained model ready to predict.
+    """A trained model ready to predict: the network and its :class:`~dldl.models.spec.ModelSpec`.
 
     Args:
-        model: the network (``create_model``) with trained weights.
-        labels: its label set; loss: the objective name it was trained with.
-        input_size: the network's input side; cache_size: the side of the stored face crop the
-            centre crop is taken from (training crops come from images of this size).
+        model: the network (``spec.create_model()``) with trained weights, or any module with
+            the same input and output (an ONNX Runtime session, a quantised copy).
+        spec: what the model needs: label set, objective, input and crop sizes, task, template.
+        meta: free-form facts about the run (metrics, config, epoch).
     """
 
-    def __init__(self, model: nn.Module, labels: LabelSet, loss: str, input_size: int, cache_size: int,
-                 task: str = "age", meta: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: nn.Module, spec: ModelSpec, meta: dict[str, Any] | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        if (tuple(spec.mean), tuple(spec.std)) != (MEAN, STD) or spec.eval_crop != EVAL_CROP:
+            raise DldlError(f"model spec asks for normalisation {spec.mean}/{spec.std} and eval crop "
+                                        f"{spec.eval_crop}; this dldl feeds {MEAN}/{STD} and {EVAL_CROP}")
         self.model = model.eval()
-        self.labels = labels
-        self.objective = get_objective(loss)
-        self.input_size = input_size
-        self.cache_size = cache_size
-        self.task = task
+        self.spec = spec
+        self.objective = get_objective(spec.objective)
         self.meta = meta or {}
         self.device = torch.device(device)
         self.model.to(self.device)
 
+    labels = property(lambda self: self.spec.labels)
+    input_size = property(lambda self: self.spec.input_size)
+    cache_size = property(lambda self: self.spec.cache_size)
+    task = property(lambda self: self.spec.task)
+    template = property(lambda self: self.spec.template)
+
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Estimator":
-        """Load a checkpoint or exported model file written by ``dldl train``."""
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", spec: ModelSpec | None = None
+                        ) -> "Estimator":
+        """Load a checkpoint written by ``dldl train`` (EMA weights when it has them). ``spec``
+        (a model card's) replaces the file's own; it must describe the same network."""
         ck = load_checkpoint(path)
+        own = ModelSpec.from_payload(ck, path)
+        if spec is not None and own.replace(label_range=None, temperature=1.0) != spec.replace(label_range=None, temperature=1.0):
+            raise CheckpointError(path, "the model card's spec describes another network than the file's")
+        spec = spec or own
         try:
-            spec, labels = ck["model"], LabelSet(**ck["labels"])
-            needed = get_objective(ck["loss"]).num_outputs(labels)
-            if needed != int(spec["num_outputs"]):
-                raise CheckpointError(path, f"metadata does not match: loss {ck['loss']!r} on {labels.num_labels} labels "
-                                            f"needs {needed} outputs, the network has {spec['num_outputs']}")
-            model = create_model(spec["name"], num_labels=int(spec["num_outputs"]), hybrid_pool=bool(spec["hybrid_pool"]))
+            model = spec.create_model()
             model.load_state_dict(ck["ema_state_dict"] if ck.get("ema_state_dict") else ck["state_dict"])
-            return cls(model, labels, ck["loss"], int(ck["input_size"]), int(ck["cache_size"]), ck.get("task", "age"),
-                       {k: ck[k] for k in ("metrics", "config", "epoch") if k in ck}, device)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(path, f"does not hold a usable dldl model ({str(e).splitlines()[0]})") from None
+            raise CheckpointError(path, f"does not hold a usable dldl model ({first_line(e)})") from None
+        return cls(model, spec, {k: ck[k] for k in ("metrics", "config", "epoch") if k in ck}, device)
 
     @torch.no_grad()
     def predict_batch(self, images: Tensor, tta_flip: bool = True) -> tuple[Tensor, Tensor | None]:
@@ -90,6 +96,8 @@ class Estimator:
         if tta_flip:  # both views in one forward pass (faster at small batches; eval-mode BN is per-image)
             x = torch.cat([x, x.flip(3)])
         out = self.model(x.contiguous(memory_format=torch.channels_last)).float()
+        if self.spec.temperature != 1.0 and self.objective.distribution is not None:
+            out = out / self.spec.temperature
         est = self.objective.estimate(out, self.labels).unflatten(0, (views, -1))
         dist = None if self.objective.distribution is None else self.objective.distribution(out).unflatten(0, (views, -1))
         # every estimate is linear in the outputs it averages (E[p] for softmax losses, the soft
@@ -141,8 +149,33 @@ class FacePrediction:
                 "interval_90": None if self.interval is None else [round(v, 3) for v in self.interval]}
 
 
-ALIGN_SIZE = 200  # faces are aligned at the side of UTKFace's chips, then resized like the training cache
 MIN_CROP_SIDE = 20  # a given face crop smaller than this is refused (the detector's smallest face, min_size)
+
+
+@dataclass
+class PhotoResult:
+    """What ``dldl predict --json`` and ``POST /v1/predict`` report for one photo: its faces
+    (largest first), or the one-line ``error`` that stopped it."""
+
+    path: str
+    faces: list[FacePrediction]
+    task: str
+    model: str
+    labels: LabelSet | None = None
+    error: str | None = None
+
+    def to_dict(self, distribution: bool = False) -> dict[str, Any]:
+        """JSON-ready: ``{"path", "task", "model", "faces", "error"}``; each face as
+        :meth:`FacePrediction.to_dict`, with ``"distribution": {"labels", "probs"}`` when asked."""
+        values = None if self.labels is None else [round(v, 4) for v in self.labels.values().tolist()]
+        faces = []
+        for face in self.faces:
+            d = face.to_dict(self.task)
+            if distribution:
+                d["distribution"] = None if face.distribution is None or values is None else {
+                    "labels": values, "probs": np.round(face.distribution, 5).tolist()}
+            faces.append(d)
+        return {"path": self.path, "task": self.task, "model": self.model, "faces": faces, "error": self.error}
 
 
 class Predictor:
@@ -152,8 +185,8 @@ class Predictor:
         estimator: a loaded model (``dldl.load(...)``).
         detector: a face detector (``dldl.faces.get_detector()``); ``None`` treats every input as an
             already aligned face crop.
-        template: the alignment template; default ``"utkface"`` for age models and ``"mebeauty"``
-            for beauty models, i.e. the crops each was trained on.
+        template: the alignment template; default: the model's own (``estimator.template``, from
+            its spec), i.e. the geometry of the crops it was trained on.
         tta_flip: average over the crop and its mirror image.
     """
 
@@ -161,7 +194,7 @@ class Predictor:
                  tta_flip: bool = True) -> None:
         self.estimator = estimator
         self.detector = detector
-        self.template = template or ("mebeauty" if estimator.task == "beauty" else "utkface")
+        self.template = template or estimator.template
         self.tta_flip = tta_flip
 
     def predict(self, image: np.ndarray) -> list[FacePrediction]:
@@ -174,7 +207,7 @@ class Predictor:
         from PIL import Image
 
         from dldl.data.images import square_resize
-        from dldl.faces import detect_and_align
+        from dldl.faces import aligned_crops
 
         size = self.estimator.cache_size
         if self.detector is None:
@@ -184,8 +217,7 @@ class Predictor:
                                       f"(at least {MIN_CROP_SIDE}x{MIN_CROP_SIDE})")
             found = [(None, square_resize(Image.fromarray(image), size), (0.0, 0.0, float(w), float(h)))]
         else:
-            found = [(face, square_resize(Image.fromarray(crop), size), face.box)
-                     for face, crop in detect_and_align(image, self.detector, self.template, ALIGN_SIZE)]
+            found = [(face, crop, face.box) for face, crop in aligned_crops(image, self.detector, self.template, size)]
         if not found:
             return []
         pred = self.estimator.predict_arrays(np.stack([c for _, c, _ in found]), self.tta_flip)

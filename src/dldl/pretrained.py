@@ -13,11 +13,14 @@ from typing import Any
 
 import torch
 
+from dldl.assets import MODELS_DIR
 from dldl.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from dldl.errors import CheckpointError, DldlError
+from dldl.models.spec import ModelSpec
 from dldl.predict import Estimator
 
-MODELS_DIR = Path(__file__).parent / "assets" / "models"
+DEFAULT_MODELS = {"age": "mobilenet_v2-utkface", "beauty": "mobilenet_v2-mebeauty"}
+"""The model ``dldl predict`` and ``dldl serve`` use for each task."""
 
 
 def list_pretrained() -> list[str]:
@@ -62,7 +65,10 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
     else:
         known = ", ".join(list_pretrained()) or "none shipped yet"
         raise DldlError(f"{name_or_path}: neither a file nor a shipped model (shipped: {known})")
-    estimator = Estimator.from_checkpoint(weights, device)
+    card_spec = None
+    if weights.parent == MODELS_DIR and "spec" in model_card(weights.stem):
+        card_spec = ModelSpec.from_dict(model_card(weights.stem)["spec"])
+    estimator = Estimator.from_checkpoint(weights, device, card_spec)
     if runtime == "torch":
         return estimator
     from dldl.data.cache import default_cache_dir
@@ -78,8 +84,9 @@ def export_shipped(checkpoint: str | Path, name: str, card: dict[str, Any], out_
     ck = load_checkpoint(checkpoint)
     state = ck.get("ema_state_dict") or ck["state_dict"]
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-    keep = {k: ck[k] for k in ("model", "labels", "loss", "task", "input_size", "cache_size", "epoch") if k in ck}
-    path = save_checkpoint(out_dir / f"{name}.pt", {**keep, "state_dict": half, "ema_state_dict": None})
-    (out_dir / f"{name}.json").write_text(json.dumps({**card, "name": name, "sha256": file_sha256(path),
+    spec = ModelSpec.from_payload(ck, checkpoint).to_dict()
+    path = save_checkpoint(out_dir / f"{name}.pt", {"spec": spec, "epoch": ck.get("epoch"), "state_dict": half,
+                                                    "ema_state_dict": None})
+    (out_dir / f"{name}.json").write_text(json.dumps({**card, "name": name, "spec": spec, "sha256": file_sha256(path),
                                                       "bytes": path.stat().st_size}, indent=1) + "\n")
     return path

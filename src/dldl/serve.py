@@ -34,9 +34,10 @@ from starlette.exceptions import HTTPException
 import dldl
 from dldl.data.images import read_image
 from dldl.errors import DataError
-from dldl.predict import FacePrediction, Predictor
+from dldl.assets import WEB_DIR
+from dldl.predict import PhotoResult, Predictor
+from dldl.pretrained import DEFAULT_MODELS
 
-WEB_DIR = Path(__file__).parent / "assets" / "web"
 MAX_UPLOAD_BYTES = 10_000_000
 # the page may use only what the server sends it (and the photo the user picked, as a blob: URL)
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
@@ -100,11 +101,6 @@ def _error(status: int, reason: str, path: str | None = None) -> JSONResponse:
     return JSONResponse({"path": path, "faces": [], "error": reason}, status_code=status)
 
 
-def _face_dict(face: FacePrediction, task: str, labels: list[float]) -> dict[str, Any]:
-    dist = None if face.distribution is None else {"labels": labels, "probs": np.round(face.distribution, 5).tolist()}
-    return {**face.to_dict(task), "distribution": dist}
-
-
 def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, model: str) -> JSONResponse:
     """Decode an upload with :func:`read_image` (its checks and pixel cap) and predict; runs in the worker thread."""
     task = predictor.estimator.task
@@ -115,9 +111,8 @@ def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, model: st
             faces = predictor.predict(np.asarray(read_image(tmp.name)))
         except DataError as e:
             return _error(422, f"{name}: {e.problem.replace(tmp.name, name)}", name)
-    labels = [round(v, 4) for v in predictor.estimator.labels.values().tolist()]
-    return JSONResponse({"path": name, "faces": [_face_dict(f, task, labels) for f in faces], "error": None,
-                         "task": task, "model": model})
+    result = PhotoResult(name, faces, task, model, predictor.estimator.labels)
+    return JSONResponse(result.to_dict(distribution=True))
 
 
 def create_app(models: dict[str, str] | None = None, detector: Any | None = None,
@@ -135,7 +130,6 @@ def create_app(models: dict[str, str] | None = None, detector: Any | None = None
         from dldl.faces import get_detector
 
         detector = get_detector()
-    from dldl.cli import DEFAULT_MODELS
 
     models = models or {"age": DEFAULT_MODELS["age"]}
     predictors = {task: Predictor(dldl.load(name), detector) for task, name in models.items()}

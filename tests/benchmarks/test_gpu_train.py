@@ -13,7 +13,7 @@ import pack_utkface
 import pytest
 from PIL import Image
 
-from dldl.data.sources import load_dataset
+from dldl.data.datasets import load_dataset
 from dldl.errors import DataError
 
 BENCHMARKS = Path(pack_utkface.__file__).parent

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 
 from dldl.data.samples import Sample, SampleList
+from dldl.data.datasets import DATASETS, load_dataset
 from dldl.data.sources import (
-    DATASETS,
     DataWarning,
     check_labels_in,
-    load_dataset,
     read_cfd,
     read_chalearn,
     read_manifest_csv,
@@ -315,7 +314,7 @@ def test_check_labels_in():
 
 def test_load_dataset_dispatch(tmp_path, morph_mat):
     assert set(DATASETS) == {"csv", "utkface", "mebeauty", "chalearn15", "chalearn16", "morph",
-                             "scut-fbp5500", "scut-fbp", "cfd"}
+                             "scut-fbp5500", "scut-fbp", "cfd", "aaf", "fairface", "fgnet"}
     no = {"require_images": False}
     assert len(load_dataset("csv", FIXTURES, "manifest.csv", **no)) == 3
     assert len(load_dataset("csv", FIXTURES / "manifest.csv", **no)) == 3

@@ -17,6 +17,7 @@ from dldl.errors import CheckpointError, DldlError
 from dldl.labels import LabelSet
 from dldl.models import create_model, imagenet, list_models
 from dldl.models.imagenet import imagenet_weights_path, load_imagenet_weights
+from dldl.models.spec import ModelSpec
 from dldl.predict import Estimator
 from dldl.train import TrainConfig, train
 
@@ -25,13 +26,15 @@ NAMES = ["mobilenet_v2", "efficientnet_lite0"]
 
 @pytest.mark.parametrize("name,params", [("mobilenet_v2", 2_353_253), ("efficientnet_lite0", 3_500_389)])
 def test_parameter_counts(name, params):
-    assert sum(p.numel() for p in create_model(name, num_labels=101).parameters()) == params
+    assert sum(p.numel() for p in create_model(name, num_outputs=101).parameters()) == params
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_registered_and_shapes(name):
     assert name in list_models()
-    net = create_model(name, num_labels=41, hybrid_pool=False).eval()
+    net = create_model(name, num_outputs=41).eval()
+    with pytest.raises(ValueError, match="option.s. .'hybrid_pool'.: must be among its own"):
+        create_model(name, num_outputs=41, hybrid_pool=False)
     for size in (32, 64, 96, 128, 224):
         assert net(torch.zeros(2, 3, size, size)).shape == (2, 41)
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -73,7 +76,7 @@ def test_loader_round_trip_torchvision_layout(tmp_path):
     state = _random_state(create_model("mobilenet_v2"))
     assert "features.18.1.running_var" in state and "features.17.conv.3.weight" in state  # torchvision's names
     path = _published(tmp_path, state, "mobilenet_v2")
-    model = create_model("mobilenet_v2", num_labels=101)
+    model = create_model("mobilenet_v2", num_outputs=101)
     head = model.head.weight.clone()
     assert load_imagenet_weights(model, path) is model
     _assert_loaded(model, state, head)
@@ -172,7 +175,7 @@ def test_weights_path_without_the_package(monkeypatch, tmp_path):
 
 
 def test_estimator_from_checkpoint_round_trip(tmp_path):
-    model = create_model("mobilenet_v2", num_labels=101)
+    model = create_model("mobilenet_v2", num_outputs=101)
     with torch.no_grad():  # non-trivial BN statistics, so a wrongly restored buffer changes the output
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -183,14 +186,14 @@ def test_estimator_from_checkpoint_round_trip(tmp_path):
                                                "labels": labels.to_dict(), "loss": "dldl_v2", "task": "age",
                                                "input_size": 64, "cache_size": 72, "state_dict": model.state_dict()})
     images = np.random.default_rng(0).integers(0, 256, (3, 72, 72, 3), dtype=np.uint8)
-    direct = Estimator(model, labels, "dldl_v2", 64, 72).predict_arrays(images)
+    direct = Estimator(model, ModelSpec("mobilenet_v2", labels, "dldl_v2", 64)).predict_arrays(images)
     loaded = Estimator.from_checkpoint(path).predict_arrays(images)
     np.testing.assert_allclose(loaded.estimate, direct.estimate, atol=1e-5)
     np.testing.assert_allclose(loaded.distribution, direct.distribution, atol=1e-6)
 
 
 def test_train_starts_from_backbone_weights(tmp_path):
-    with pytest.raises(ValueError, match="either init_from or backbone_weights"):
+    with pytest.raises(ValueError, match="init_from 'a.pt': must be unset when backbone_weights is set"):
         TrainConfig(model="mobilenet_v2", init_from="a.pt", backbone_weights="imagenet")
     state = _random_state(create_model("mobilenet_v2"))
     weights = _published(tmp_path, state, "mobilenet_v2")

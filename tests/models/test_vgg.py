@@ -6,18 +6,18 @@ from dldl.models import create_model, list_models
 
 @pytest.mark.parametrize("name,params", [("thin_age_net", 3_708_229), ("tiny_age_net", 934_869), ("vgg16_bn", 14_770_725)])
 def test_parameter_counts(name, params):
-    assert sum(p.numel() for p in create_model(name, num_labels=101).parameters()) == params
+    assert sum(p.numel() for p in create_model(name, num_outputs=101).parameters()) == params
 
 
 def test_registry():
     assert list_models()[:3] == ["thin_age_net", "tiny_age_net", "vgg16_bn"]  # then the other modules' models
-    with pytest.raises(ValueError, match="known models"):
+    with pytest.raises(ValueError, match="model 'resnet': must be one of thin_age_net"):
         create_model("resnet")
 
 
 @pytest.mark.parametrize("size", [32, 64, 96, 128, 224])
 def test_any_multiple_of_32(size):
-    net = create_model("tiny_age_net", num_labels=41).eval()
+    net = create_model("tiny_age_net", num_outputs=41).eval()
     assert net(torch.zeros(1, 3, size, size)).shape == (1, 41)
 
 

@@ -56,8 +56,12 @@ __all__ = [
     "EVAL_CROP",
     "MEAN",
     "STD",
+    "CACHE_RATIO",
     "AugmentConfig",
+    "cache_size_for",
+    "degrade",
     "eval_transform",
+    "gaussian_blur",
     "normalize",
     "train_transform",
 ]
@@ -70,6 +74,20 @@ STD = (0.229, 0.224, 0.225)
 EVAL_CROP = 0.9
 """Side of the test-time centre crop as a fraction of the source side (mean of the default
 ``AugmentConfig.crop_scale``)."""
+
+CACHE_RATIO = 9 / 8
+"""Side of the stored (cached) face crop over the network input side: training crops of scale
+``crop_scale`` are cut from it, and the eval centre crop is ``EVAL_CROP`` of it."""
+
+
+def cache_size_for(input_size: int) -> int:
+    """The stored crop side for a network input side (``input_size * 9 // 8``).
+
+    >>> cache_size_for(64), cache_size_for(96), cache_size_for(224)
+    (72, 108, 252)
+    """
+    return input_size * 9 // 8
+
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as fb.resnet.torch's grayscale
 _PRESIZE_RATIO = 2.0  # sources more than this many times the output side are first resized (antialiased)
@@ -94,6 +112,13 @@ class AugmentConfig:
             centred crops).
         color_jitter: brightness, contrast and saturation factors drawn from
             ``[1 - color_jitter, 1 + color_jitter]``; 0 disables.
+        blur, jpeg, noise, sharpen, gamma: image-quality corruptions applied to the source crop
+            before the warp, each with this probability, drawn independently of the label, so
+            that the model cannot read image quality as an age cue (:func:`degrade`). Gaussian blur
+            of sigma ``U(0.3, 1.5)`` source pixels (a 108 px cache; about 0.6-2.8 px of a 200 px
+            chip), JPEG re-encoding at quality ``U(15, 90)``, Gaussian noise of std ``U(2, 12)``
+            grey levels, unsharp masking of amount ``U(0.5, 1.5)``, gamma ``U(0.6, 1.6)``
+            (illumination). All 0 by default (the paper's recipe).
         enabled: ``False`` makes ``train_transform`` equal to ``eval_transform``.
 
     >>> AugmentConfig(64).crop_scale
@@ -112,12 +137,17 @@ class AugmentConfig:
     crop_scale: tuple[float, float] = (0.8, 1.0)
     translate: float = 1.0
     color_jitter: float = 0.4
+    blur: float = 0.0
+    jpeg: float = 0.0
+    noise: float = 0.0
+    sharpen: float = 0.0
+    gamma: float = 0.0
     enabled: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.output_size, bool) or not isinstance(self.output_size, int) or self.output_size < 1:
             raise ValueError(f"AugmentConfig.output_size must be a positive int, got {self.output_size!r}")
-        for name in ("flip", "grayscale"):
+        for name in ("flip", "grayscale", "blur", "jpeg", "noise", "sharpen", "gamma"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {p!r}")
@@ -216,7 +246,93 @@ def train_transform(images: Tensor, cfg: AugmentConfig, generator: torch.Generat
     if not cfg.enabled:
         return eval_transform(images, cfg.output_size)
     params = _sample_params(images.shape[0], cfg, generator)
+    if max(cfg.blur, cfg.jpeg, cfg.noise, cfg.sharpen, cfg.gamma) > 0:
+        images = degrade(images, cfg, generator)
     return _apply(images, cfg.output_size, params)
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
+    """Separable Gaussian blur of float ``(N, C, H, W)`` images, each with its own ``sigma`` ``(N,)``
+    (in pixels; 0 leaves the image as it is), reflect-padded.
+
+    >>> x = torch.zeros(2, 1, 9, 9); x[:, :, 4, 4] = 1
+    >>> y = gaussian_blur(x, torch.tensor([0.0, 1.0]))
+    >>> torch.equal(y[0], x[0]), round(float(y[1].sum()), 4), float(y[1, 0, 4, 4]) < 1
+    (True, 1.0, True)
+    >>> gaussian_blur(x, torch.tensor([1.0]))
+    Traceback (most recent call last):
+    ...
+    ValueError: sigma must have shape (2,) for images of shape (2, 1, 9, 9), got (1,)
+    """
+    n, c, h, w = x.shape
+    if sigma.shape != (n,):
+        raise ValueError(f"sigma must have shape ({n},) for images of shape {tuple(x.shape)}, got {tuple(sigma.shape)}")
+    radius = max(1, math.ceil(3 * float(sigma.max()))) if n else 1
+    radius = min(radius, (min(h, w) - 1) // 2) or 1
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    s = sigma.to(x.device, torch.float32).clamp_min(1e-6)[:, None]
+    k = torch.exp(-0.5 * (t[None, :] / s) ** 2)
+    k = torch.where(sigma.to(x.device)[:, None] > 0, k, (t[None, :] == 0).float())
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N*C, 2r+1)
+    y = x.reshape(1, n * c, h, w)
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), k[:, None, None, :], groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def degrade(images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:
+    """Image-quality corruptions of uint8 ``(N, 3, S, S)`` crops (blur, JPEG, noise, sharpening,
+    gamma; each per image with the probability ``cfg`` gives it); returns uint8 of the same shape.
+
+    >>> x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    >>> cfg = AugmentConfig(32, blur=1.0, jpeg=1.0, noise=1.0, sharpen=1.0, gamma=1.0)
+    >>> y = degrade(x, cfg, torch.Generator().manual_seed(0))
+    >>> y.shape == x.shape, y.dtype, bool((y != x).any())
+    (True, torch.uint8, True)
+    >>> torch.equal(degrade(x, AugmentConfig(32)), x)
+    True
+    """
+    n = images.shape[0]
+    device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(n, 10, generator=generator, device=device, dtype=torch.float32).cpu()
+    on = {name: u[:, i] < getattr(cfg, name) for i, name in enumerate(("blur", "jpeg", "noise", "sharpen", "gamma"))}
+    if n == 0 or not any(bool(v.any()) for v in on.values()):
+        return images
+    channels_last = not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last)
+    x = images.contiguous().float()
+    if bool(on["gamma"].any()):
+        g = torch.where(on["gamma"], 0.6 + 1.0 * u[:, 9], 1.0).to(x.device).view(n, 1, 1, 1)
+        x = 255.0 * (x / 255.0).pow(g)
+    if bool(on["blur"].any()):
+        x = gaussian_blur(x, torch.where(on["blur"], 0.3 + 1.2 * u[:, 5], 0.0))
+    if bool(on["sharpen"].any()):
+        amount = torch.where(on["sharpen"], 0.5 + u[:, 8], 0.0).to(x.device).view(n, 1, 1, 1)
+        x = x + amount * (x - gaussian_blur(x, torch.full((n,), 1.0)))
+    if bool(on["noise"].any()):
+        std = torch.where(on["noise"], 2.0 + 10.0 * u[:, 7], 0.0).to(x.device).view(n, 1, 1, 1)
+        noise = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32).to(x.device)
+        x = x + std * noise
+    out = x.round_().clamp_(0, 255).to(torch.uint8)
+    if bool(on["jpeg"].any()):
+        out = _jpeg(out, on["jpeg"], (15 + 75 * u[:, 6]).round().long())
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def _jpeg(images: Tensor, which: Tensor, quality: Tensor) -> Tensor:
+    """JPEG re-encode the chosen uint8 ``(N, 3, S, S)`` images at their ``quality`` (PIL, on the CPU)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = images.clone()
+    for i in torch.nonzero(which).flatten().tolist():
+        buf = io.BytesIO()
+        Image.fromarray(images[i].permute(1, 2, 0).cpu().numpy()).save(buf, "JPEG", quality=int(quality[i]))
+        buf.seek(0)
+        arr = np.asarray(Image.open(buf).convert("RGB"))
+        out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1).to(images.device)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

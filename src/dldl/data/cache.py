@@ -9,6 +9,11 @@ torch's ``channels_last`` layout once permuted to NCHW) beside a ``.json`` manif
 
 Both files are written to temporary names and renamed, the manifest last, so an interrupted build
 leaves no cache that looks complete.
+
+Photo datasets (``SampleList.align``) are decoded through the photo pipeline instead: each image
+is detected and its largest face aligned to the model's ``template`` (:func:`dldl.faces.aligned_crops`),
+so training crops match what ``dldl predict`` feeds the model. An image with no face found is
+used whole (centre square), counted in one :class:`~dldl.data.sources.DataWarning`.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dldl.checkpoint import file_sha256
+from dldl.checkpoint import atomic_path, file_sha256
 from dldl.data.images import load_face
 from dldl.data.samples import SampleList
 from dldl.errors import DataError
 
 CACHE_VERSION = 1
+_detector = None  # one face detector per decoding process, made on first use
 
 
 def default_cache_dir() -> Path:
@@ -35,9 +41,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DLDL_CACHE", Path.home() / ".cache" / "dldl"))
 
 
-def cache_key(samples: SampleList, size: int) -> str:
-    """Hash of what the cache depends on: resolution, format version, each file's path/size/mtime."""
-    h = hashlib.sha256(f"v{CACHE_VERSION}:{size}:{len(samples)}\n".encode())
+def cache_key(samples: SampleList, size: int, template: str | None = None) -> str:
+    """Hash of what the cache depends on: resolution, format version, alignment template (photo
+    sets only), each file's path/size/mtime."""
+    aligned = f":aligned-{template}" if samples.align and template else ""
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{size}:{len(samples)}{aligned}\n".encode())
     for s in samples.samples:
         try:
             st = s.path.stat()
@@ -47,13 +55,30 @@ def cache_key(samples: SampleList, size: int) -> str:
     return h.hexdigest()
 
 
-def _decode(args: tuple[str, int]) -> np.ndarray:
-    return load_face(args[0], args[1])
+def _decode(args: tuple[str, int, str | None]) -> tuple[np.ndarray, bool]:
+    """One image as a ``(size, size, 3)`` crop, and whether a face was found (``True`` for crops)."""
+    path, size, template = args
+    if template is None:
+        return load_face(path, size), True
+    global _detector
+    from dldl.data.images import read_image
+    from dldl.faces import aligned_crops, get_detector
+
+    if _detector is None:
+        _detector = get_detector()
+    image = read_image(path)
+    found = aligned_crops(np.asarray(image), _detector, template, size)
+    if found:
+        return found[0][1], True
+    from dldl.data.images import square_resize
+
+    return square_resize(image, size), False
 
 
-def _paths(samples: SampleList, size: int, cache_dir: Path) -> tuple[Path, Path]:
+def _paths(samples: SampleList, size: int, cache_dir: Path, template: str | None = None) -> tuple[Path, Path]:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", samples.name) or "dataset"
-    base = cache_dir / f"{stem}-{size}px"
+    aligned = f"-{template}" if samples.align and template else ""
+    base = cache_dir / f"{stem}-{size}px{aligned}"
     return base.with_suffix(".npy"), base.with_suffix(".json")
 
 
@@ -67,31 +92,42 @@ def _valid(npy: Path, manifest: Path, key: str, verify: bool) -> bool:
     return not verify or meta.get("sha256") == file_sha256(npy)
 
 
-def decode_all(samples: SampleList, size: int, workers: int = 2, progress: bool = False) -> np.ndarray:
-    """Decode every sample to ``(N, size, size, 3)`` uint8 (no cache), with ``workers`` processes."""
+def decode_all(samples: SampleList, size: int, workers: int = 2, progress: bool = False,
+               template: str | None = None) -> np.ndarray:
+    """Decode every sample to ``(N, size, size, 3)`` uint8 (no cache), with ``workers`` processes;
+    photo sets are aligned to ``template`` (when given)."""
+    import warnings
+
+    from dldl.data.sources import DataWarning
+
     out = np.empty((len(samples), size, size, 3), dtype=np.uint8)
-    jobs = [(str(s.path), size) for s in samples.samples]
+    align = template if samples.align else None
+    jobs = [(str(s.path), size, align) for s in samples.samples]
     if workers <= 1 or len(jobs) < 64:
-        results = map(_decode, jobs)
-        _fill(out, results, progress, samples.name)
+        missed = _fill(out, map(_decode, jobs), progress, samples.name)
     else:
         with ProcessPoolExecutor(workers) as pool:
-            _fill(out, pool.map(_decode, jobs, chunksize=64), progress, samples.name)
+            missed = _fill(out, pool.map(_decode, jobs, chunksize=64), progress, samples.name)
+    if missed:
+        first = samples.samples[missed[0]].path
+        warnings.warn(DataWarning(samples.source[0] if samples.source else samples.name, len(missed),
+                                  f"{samples.name}: no face found in {len(missed)} of {len(samples)} images, "
+                                  f"the whole image was used (first: {first})"), stacklevel=2)
     return out
 
 
-def _fill(out: np.ndarray, results, progress: bool, name: str) -> None:
-    if not progress:
-        for i, arr in enumerate(results):
-            out[i] = arr
-        return
-    from rich.progress import Progress
+def _fill(out: np.ndarray, results, progress: bool, name: str) -> list[int]:
+    """Store each decoded crop; the indices of images in which no face was found."""
+    from dldl.progress import progress_bar
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"decoding {name}", total=len(out))
-        for i, arr in enumerate(results):
+    missed = []
+    with progress_bar(progress, len(out), f"decoding {name}") as bar:
+        for i, (arr, found) in enumerate(results):
             out[i] = arr
-            bar.advance(task)
+            if not found:
+                missed.append(i)
+            bar.advance()
+    return missed
 
 
 def load_cached(
@@ -101,8 +137,10 @@ def load_cached(
     workers: int = 2,
     verify: bool = True,
     progress: bool = False,
+    template: str | None = None,
 ) -> np.ndarray:
-    """The split's images as ``(N, size, size, 3)`` uint8, from the cache or decoded and cached.
+    """The split's images as ``(N, size, size, 3)`` uint8, from the cache or decoded and cached;
+    photo sets (``samples.align``) are detected and aligned to ``template`` (``None``: used whole).
 
     A cache whose key (files, sizes, mtimes, resolution) or checksum does not match is rebuilt.
 
@@ -112,21 +150,18 @@ def load_cached(
     if len(samples) == 0:
         raise DataError(",".join(samples.source) or samples.name, "no samples to decode")
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    npy, manifest = _paths(samples, size, cdir)
-    key = cache_key(samples, size)
+    npy, manifest = _paths(samples, size, cdir, template)
+    key = cache_key(samples, size, template)
     if _valid(npy, manifest, key, verify):
         arr = np.load(npy)
         if arr.shape == (len(samples), size, size, 3) and arr.dtype == np.uint8:
             return arr
-    arr = decode_all(samples, size, workers, progress)
+    arr = decode_all(samples, size, workers, progress, template)
     cdir.mkdir(parents=True, exist_ok=True)
-    tmp = npy.with_name(npy.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(npy) as tmp, open(tmp, "wb") as f:
         np.save(f, arr)
-    os.replace(tmp, npy)
     meta = {"key": key, "sha256": file_sha256(npy), "count": len(samples), "size": size, "name": samples.name,
             "source": list(samples.source), "version": CACHE_VERSION}
-    tmp_m = manifest.with_name(manifest.name + f".{os.getpid()}.tmp")
-    tmp_m.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp_m, manifest)
+    with atomic_path(manifest) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
     return arr

@@ -15,6 +15,8 @@ class Sample:
         label: the ground-truth value (age in years, mean beauty score, ...).
         sigma: the per-image label std (ChaLearn's annotator std); ``None`` = use the configured one.
         histogram: rater counts per score bin (MEBeauty, SCUT-FBP); ``None`` if unknown.
+        interval: ``(low, high)`` when the truth is only known to lie in that closed range
+            (FairFace's age groups); ``label`` is then its centre. ``None``: an exact label.
         meta: free-form metadata (gender, ethnicity, ...), used for per-group metrics.
     """
 
@@ -23,6 +25,12 @@ class Sample:
     sigma: float | None = None
     histogram: tuple[float, ...] | None = None
     meta: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    interval: tuple[float, float] | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of the truth: the interval, or ``(label, label)`` for an exact label."""
+        return self.interval if self.interval is not None else (self.label, self.label)
 
 
 @dataclass(frozen=True)
@@ -35,12 +43,16 @@ class SampleList:
         histogram_bins: the score of each histogram bin (e.g. ``(1.0, ..., 10.0)``) when samples
             carry histograms, else ``None``.
         source: the label/split file(s) read, for error messages and cache keys.
+        align: ``True`` for photos (or crops in a geometry of their own): each image is then
+            detected and aligned to the model's template when it is decoded for training or
+            evaluation. ``False``: the images are face crops used as they are.
     """
 
     name: str
     samples: list[Sample]
     histogram_bins: tuple[float, ...] | None = None
     source: tuple[str, ...] = ()
+    align: bool = False
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -7,12 +7,14 @@ instead: duplicate rows (the later ones are dropped) and MEBeauty faces without 
 Image paths are checked (``require_images=True``) before anything is returned, so a broken split
 fails before training starts; pass ``require_images=False`` to read labels without images.
 
-``load_dataset(name, root, split)`` dispatches by name; :data:`DATASETS` describes each one.
+The registry that names each dataset, with its splits, task, labels and target kind, is
+:mod:`dldl.data.datasets` (``load_dataset(name, root, split)``).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import itertools
@@ -501,7 +503,119 @@ def read_cfd(xlsx: PathLike, root: PathLike | None = None, *, sheet: str | None 
     return _finish("cfd/all", [xlsx], out, require_images)
 
 
-# --------------------------------------------------------------------------- checks, dispatch
+# --------------------------------------------------------------------------- age in the wild
+
+
+def _finish_photos(name: str, sources: Sequence[PathLike], rows: _Rows, require_images: bool) -> SampleList:
+    """:func:`_finish` for sets whose images are photos (or crops in a geometry of their own),
+    which are detected and aligned to the model's template when decoded."""
+    return dataclasses.replace(_finish(name, sources, rows, require_images), align=True)
+
+
+_AAF_AGE = re.compile(r"(\d+)A(\d+)\.\w+", re.IGNORECASE)
+_AAF_IMAGE = {"aligned": "aglined faces", "original": "original images"}  # sic: the release's spelling
+_AAF_FOLDER = "All-Age-Faces Dataset"
+
+
+def read_aaf(root: PathLike, split: str, *, image: str = "aligned", require_images: bool = True) -> SampleList:
+    """All-Age-Faces (13,322 faces, ages 2-80), official split ``"train"`` or ``"val"``.
+
+    ``root`` is the ``All-Age-Faces Dataset`` folder (or the folder holding it). The split file is
+    ``image sets/<split>.txt`` (``name gender`` per line); the age is in the name ``NNNNNAyy.jpg``;
+    ids up to 7380 are female (meta ``gender``). ``image="aligned"`` reads the release's own crops
+    (``aglined faces/``, sic; 309x398, their own geometry), ``"original"`` the unaligned photos;
+    both are aligned to the model's template when decoded (``SampleList.align``).
+    """
+    root = Path(root)
+    if not (root / "image sets").is_dir() and (root / _AAF_FOLDER).is_dir():
+        root = root / _AAF_FOLDER
+    if image not in _AAF_IMAGE:
+        raise DataError(None, f"All-Age-Faces image must be one of {', '.join(_AAF_IMAGE)}, got {image!r}")
+    f = _pick(split, root / "image sets", {"train": "train.txt", "val": "val.txt"})
+    out: _Rows = []
+    for i, line in _lines(f):
+        w = f"line {i}"
+        name = line.split()[0]
+        m = _AAF_AGE.fullmatch(name)
+        if not m:
+            raise DataError(f, f"{w}: {name!r} is not an All-Age-Faces name like 00123A25.jpg")
+        meta = {"gender": "female" if int(m[1]) <= 7380 else "male"}
+        out.append((w, Sample(root / _AAF_IMAGE[image] / name, float(m[2]), meta=meta)))
+    return _finish_photos(f"aaf/{Path(f).stem}/{image}", [f], out, require_images)
+
+
+FAIRFACE_GROUPS: dict[str, tuple[float, float]] = {
+    "0-2": (0, 2), "3-9": (3, 9), "10-19": (10, 19), "20-29": (20, 29), "30-39": (30, 39), "40-49": (40, 49),
+    "50-59": (50, 59), "60-69": (60, 69), "more than 70": (70, 90),
+    "03-Sep": (3, 9), "Oct-19": (10, 19),  # the groups as a spreadsheet rewrote them in one public copy
+}
+"""FairFace's age groups as closed intervals of years. The open top group "more than 70" is taken
+as 70-90 (few annotated faces are older); the two mangled names of one public copy are accepted."""
+
+
+def read_fairface(root: PathLike, split: str, *, require_images: bool = True) -> SampleList:
+    """FairFace, ``split`` ``"train"`` or ``"val"``: ``<root>/fairface_label_<split>.csv`` with
+    columns ``file,age,gender,race``; images ``<root>/fair_face/<file>`` (224x224 crops with margin),
+    or ``<root>/<file>`` for the official layout.
+
+    The age is an annotated group (apparent age): each sample gets ``interval`` = the group
+    (:data:`FAIRFACE_GROUPS`) and ``label`` = its centre; meta gender and race.
+    """
+    root = Path(root)
+    f = root / f"fairface_label_{split}.csv"
+    if split not in ("train", "val") or not f.is_file():
+        known = sorted(p.stem.removeprefix("fairface_label_") for p in root.glob("fairface_label_*.csv"))
+        raise DataError(root, f"unknown split {split!r} (label files found: {', '.join(known) or 'none'})")
+    base = root / "fair_face" if (root / "fair_face").is_dir() else root
+    out: _Rows = []
+    for i, r in _read_csv(f, ["file", "age"]):
+        w = f"line {i}"
+        group = FAIRFACE_GROUPS.get(r["age"])
+        if group is None:
+            raise DataError(f, f"{w}: age group {r['age']!r} is not one of {', '.join(FAIRFACE_GROUPS)}")
+        lo, hi = map(float, group)
+        meta = {k: r[k].lower() for k in ("gender", "race") if r.get(k)}
+        out.append((w, Sample(_image(base, r["file"], f, w), (lo + hi) / 2, meta=meta, interval=(lo, hi))))
+    return _finish_photos(f"fairface/{split}", [f], out, require_images)
+
+
+_FGNET_NAME = re.compile(r"(\d{3})A(\d{2})[a-z]?\.jpg", re.IGNORECASE)
+
+
+def read_fgnet(root: PathLike, split: str = "all", *, require_images: bool = True) -> SampleList:
+    """FG-NET (1,002 photos of 82 people, ages 0-69): ``<root>/images/SSSAyy[x].JPG`` (``root``
+    is the ``FGNET`` folder or the folder holding it).
+
+    ``split``: ``"all"`` (the cross-dataset test), or leave-one-person-out ``"lopo<id>_train"`` /
+    ``"lopo<id>_test"`` with ``<id>`` the 3-digit person id (``"lopo001_test"`` is person 1's photos).
+    meta ``person`` is the id.
+    """
+    root = Path(root)
+    if not (root / "images").is_dir() and (root / "FGNET" / "images").is_dir():
+        root = root / "FGNET"
+    folder = root / "images"
+    if not folder.is_dir():
+        raise DataError(root, "no images/ folder (expected the FGNET layout: images/001A02.JPG ...)")
+    m = re.fullmatch(r"lopo(\d{3})_(train|test)", split)
+    if split != "all" and not m:
+        raise DataError(root, f"unknown split {split!r} (all, or lopo<id>_train / lopo<id>_test, e.g. lopo001_test)")
+    out: _Rows = []
+    for p in sorted(folder.iterdir()):
+        n = _FGNET_NAME.fullmatch(p.name)
+        if not n:
+            continue
+        if m and (n[1] == m[1]) != (m[2] == "test"):
+            continue
+        out.append((p.name, Sample(p, float(n[2]), meta={"person": n[1]})))
+    return _finish_photos(f"fgnet/{split}", [folder], out, require_images)
+
+
+def fgnet_people(root: PathLike) -> list[str]:
+    """The person ids of FG-NET (for the LOPO folds ``lopo<id>_train`` / ``_test``)."""
+    return sorted({s.meta["person"] for s in read_fgnet(root, "all", require_images=False).samples})
+
+
+# --------------------------------------------------------------------------- checks
 
 
 def check_labels_in(samples: SampleList, label_set: LabelSet) -> None:
@@ -517,52 +631,3 @@ def check_labels_in(samples: SampleList, label_set: LabelSet) -> None:
         raise DataError(samples.source[0] if samples.source else samples.name,
                         f"{samples.name}: {len(bad)} of {len(samples)} labels outside [{label_set.start:g}, "
                         f"{label_set.stop:g}] (first: {bad[0].path}, label {bad[0].label:g})")
-
-
-DATASETS: dict[str, str] = {
-    "csv": "root = a CSV (header path,label[,sigma]), or its folder with split = the CSV name",
-    "utkface": "root = UTKFace folder; split = coral_train|coral_test|full_train|full_val|... or a file",
-    "mebeauty": "root = MEBeauty folder; split = train|val|test (official 2022 split)",
-    "chalearn15": "root = chalearn15_train_val_labels.csv or its folder; split = train|val",
-    "chalearn16": "root = <split>_gt.csv or its folder; split = train|val|test",
-    "morph": "root = Morph_imdbs.mat or its folder (fold=0..9; split = train|test) or an 'image age' list",
-    "scut-fbp5500": "root = SCUT-FBP5500 folder; split = all|train|test|cv1_train..cv5_test or a file",
-    "scut-fbp": "root = folder with 'Attractiveness label.xlsx'; no split",
-    "cfd": "root = CFD norming-data .xlsx; no split",
-}
-"""Known dataset names -> what ``root`` and ``split`` mean for :func:`load_dataset`."""
-
-
-def load_dataset(name: str, root: PathLike, split: str | None = None, **kw: Any) -> SampleList:
-    """Read dataset ``name`` (one of :data:`DATASETS`); ``kw`` goes to its reader
-    (e.g. ``require_images=False``, ``fold=3`` for MORPH, ``image="original"`` for MEBeauty).
-
-    >>> load_dataset("imdb", "/data", "train")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    dldl.errors.DataError: unknown dataset 'imdb' (known: csv, utkface, mebeauty, ..., cfd)
-    """
-    key, r = name.strip().lower(), Path(root)
-    if key not in DATASETS:
-        raise DataError(None, f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-    if split is None and key in ("utkface", "mebeauty", "chalearn15", "chalearn16"):
-        raise DataError(r, f"dataset {key!r} needs a split ({DATASETS[key]})")
-    if key in ("scut-fbp", "cfd") and split not in (None, "all"):
-        raise DataError(r, f"dataset {key!r} has no splits (got split {split!r}; use 'all')")
-    if key == "csv":
-        if split and r.is_file():
-            raise DataError(r, f"split {split!r} names a CSV in a folder, but the root is a CSV file (give the folder "
-                               "as the root, or no split: --set train_split=null --set test_split=null)")
-        return read_manifest_csv(r / split if split else r, **kw)
-    if key == "utkface":
-        return read_utkface(r, split, **kw)
-    if key == "mebeauty":
-        return read_mebeauty(r, split, **kw)
-    if key.startswith("chalearn"):
-        return read_chalearn(r, split, **kw)
-    if key == "morph" and r.suffix.lower() in (".txt", ".csv"):
-        return read_morph_list(r, **kw)
-    if key == "morph":
-        return read_morph(r / "Morph_imdbs.mat" if r.is_dir() else r, split=split or "train", **kw)
-    if key == "scut-fbp5500":
-        return read_scut_fbp5500(r, split or "all", **kw)
-    return (read_scut_fbp if key == "scut-fbp" else read_cfd)(r, **kw)

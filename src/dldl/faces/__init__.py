@@ -51,7 +51,32 @@ def detect_and_align(image: np.ndarray, detector: Detector, template: str | np.n
     return [(face, align_face(image, face.landmarks, template, output_size)) for face in detector.detect(image)]
 
 
+ALIGN_SIZE = 200
+"""Faces are aligned at the side of UTKFace's chips, then resized like the training cache."""
+
+
+def aligned_crops(image: np.ndarray, detector: Detector, template: str | np.ndarray, size: int
+                  ) -> list[tuple[Face, np.ndarray]]:
+    """Every face in ``image`` ``(H, W, 3)`` uint8 RGB with its crop as the models see it: aligned
+    to ``template`` at :data:`ALIGN_SIZE`, then resized to ``(size, size, 3)`` uint8 like the
+    training cache. The one path from a photo to model crops, for prediction and for training on
+    photo datasets.
+
+    >>> class NoFaces:
+    ...     def detect(self, image): return []
+    >>> aligned_crops(np.zeros((8, 8, 3), np.uint8), NoFaces(), "utkface", 108)
+    []
+    """
+    from PIL import Image
+
+    from dldl.data.images import square_resize
+
+    return [(face, square_resize(Image.fromarray(crop), size))
+            for face, crop in detect_and_align(image, detector, template, ALIGN_SIZE)]
+
+
 __all__ = [
+    "ALIGN_SIZE", "aligned_crops",
     "DETECTORS", "LANDMARK_NAMES", "TEMPLATES", "Detector", "DetectorUnavailable", "Face", "YuFaceDetector", "align_face",
     "alignment_matrix", "detect_and_align", "estimate_similarity", "get_detector", "get_template",
     "invert_affine", "transform_points", "warp_affine",

@@ -1,4 +1,4 @@
-"""Architectures, created by name: ``create_model("thin_age_net", num_labels=101)``."""
+"""Architectures, created by name: ``create_model("thin_age_net", num_outputs=101)``."""
 
 from dldl.models import (
     mobilenet,  # noqa: F401  (registers mobilenet_v2, efficientnet_lite0)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from dldl.checkpoint import file_sha256
-from dldl.errors import CheckpointError, DldlError
+from dldl.errors import CheckpointError, DldlError, first_line
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
 
@@ -125,7 +125,7 @@ def load_imagenet_weights(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file is an input error; say why in one line
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise CheckpointError(p, f"cannot be read as weights ({reason})") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(p, "is not a state dict (name -> tensor)")

@@ -4,7 +4,7 @@ EfficientNet-Lite0, under the same DLDL-v2 head as the VGG-shaped networks.
 Both are a stem conv3x3/2, a stack of inverted-residual blocks (1x1 expansion, depthwise kxk,
 1x1 linear projection, residual when the shape is kept; Sandler et al. 2018) and a conv1x1 to 1280
 channels, all with BatchNorm + ReLU6; then global average pooling, dropout and a Linear head that
-outputs ``num_labels`` logits. EfficientNet-Lite0 (Tan & Le 2019, the "lite" edge variant: no
+outputs ``num_outputs`` logits. EfficientNet-Lite0 (Tan & Le 2019, the "lite" edge variant: no
 squeeze-excitation, ReLU6, fixed stem and head) is the same network with other kernel sizes and
 stage depths, so one class builds both.
 
@@ -87,27 +87,27 @@ class MobileNet(nn.Module):
     """Stem + inverted-residual stages + conv1x1 to 1280 (``features``), GAP, dropout, Linear ``head``.
 
     Input ``(N, 3, H, W)`` normalised with the ImageNet mean/std, H and W multiples of 32; output
-    ``(N, num_labels)`` logits.
+    ``(N, num_outputs)`` logits.
 
     Args:
         stages: ``(expansion, channels, blocks, first stride, kernel)`` per stage.
-        num_labels: outputs of the head.
+        num_outputs: outputs of the head.
         drop_rate: dropout before the head (0.2 as both networks were trained on ImageNet).
         tf_same: pad stride-2 convolutions like TensorFlow's ``SAME`` (weights converted from TF).
         bn_eps: BatchNorm epsilon the weights were trained with.
         input_mean, input_std: the normalisation (of ``[0, 1]`` pixels) the weights expect; the
             input, normalised with ``dldl.data.augment.MEAN/STD``, is converted to it.
 
-    >>> MobileNet(MOBILENET_V2, num_labels=101)(torch.zeros(2, 3, 64, 64)).shape
+    >>> MobileNet(MOBILENET_V2, num_outputs=101)(torch.zeros(2, 3, 64, 64)).shape
     torch.Size([2, 101])
     """
 
-    def __init__(self, stages: tuple[tuple[int, int, int, int, int], ...], num_labels: int, drop_rate: float = 0.2,
+    def __init__(self, stages: tuple[tuple[int, int, int, int, int], ...], num_outputs: int, drop_rate: float = 0.2,
                  tf_same: bool = False, bn_eps: float = 1e-5, input_mean: tuple[float, ...] = MEAN,
                  input_std: tuple[float, ...] = STD) -> None:
         super().__init__()
-        if num_labels < 1:
-            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        if num_outputs < 1:
+            raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
         layers: list[nn.Module] = [conv_bn_act(3, STEM, 3, 2, tf_same=tf_same, eps=bn_eps)]
         channels = STEM
         for expand, cout, blocks, stride, k in stages:
@@ -118,7 +118,7 @@ class MobileNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
-        self.head = nn.Linear(LAST, num_labels)
+        self.head = nn.Linear(LAST, num_outputs)
         # x_expected = x * scale + shift maps the pipeline's normalisation to the weights' one
         scale = [s / t for s, t in zip(STD, input_std)]
         shift = [(m - n) / t for m, n, t in zip(MEAN, input_mean, input_std)]
@@ -146,15 +146,15 @@ class MobileNet(nn.Module):
 
 
 @register_model
-def mobilenet_v2(num_labels: int = 101, hybrid_pool: bool = True, drop_rate: float = 0.2) -> MobileNet:
-    """MobileNetV2, width 1.0, torchvision's layout: 2,353,253 parameters with 101 labels.
-    ``hybrid_pool`` is ignored (plain global average pooling)."""
-    return MobileNet(MOBILENET_V2, num_labels, drop_rate)
+def mobilenet_v2(num_outputs: int = 101, drop_rate: float = 0.2) -> MobileNet:
+    """MobileNetV2, width 1.0, torchvision's layout: 2,353,253 parameters with 101 outputs
+    (plain global average pooling)."""
+    return MobileNet(MOBILENET_V2, num_outputs, drop_rate)
 
 
 @register_model
-def efficientnet_lite0(num_labels: int = 101, hybrid_pool: bool = True, drop_rate: float = 0.2) -> MobileNet:
+def efficientnet_lite0(num_outputs: int = 101, drop_rate: float = 0.2) -> MobileNet:
     """EfficientNet-Lite0 (TF weights: ``SAME`` padding, BN eps 1e-3, inputs ``(pixel - 127) / 128``):
-    3,500,389 parameters with 101 labels. ``hybrid_pool`` is ignored (plain global average pooling)."""
-    return MobileNet(EFFICIENTNET_LITE0, num_labels, drop_rate, tf_same=True, bn_eps=1e-3,
+    3,500,389 parameters with 101 outputs (plain global average pooling)."""
+    return MobileNet(EFFICIENTNET_LITE0, num_outputs, drop_rate, tf_same=True, bn_eps=1e-3,
                      input_mean=(127 / 255,) * 3, input_std=(128 / 255,) * 3)

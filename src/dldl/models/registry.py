@@ -1,10 +1,12 @@
-"""A name -> constructor registry, as in timm: ``create_model("thin_age_net", num_labels=101)``."""
+"""A name -> constructor registry, as in timm: ``create_model("thin_age_net", num_outputs=101)``."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from torch import nn
+
+from dldl.errors import ConfigError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -26,12 +28,28 @@ def list_models() -> list[str]:
     return list(_MODELS)
 
 
-def create_model(name: str, num_labels: int = 101, **kwargs) -> nn.Module:
-    """Build a registered architecture with a ``num_labels``-way head (randomly initialised).
+def model_factory(name: str) -> Callable[..., nn.Module]:
+    """The registered constructor called ``name`` (its signature lists the architecture's options)."""
+    if name not in _MODELS:
+        raise ConfigError("model", name, f"one of {', '.join(_MODELS)}")
+    return _MODELS[name]
 
-    >>> create_model("tiny_age_net", num_labels=41).head.out_features
+
+def create_model(name: str, num_outputs: int = 101, **kwargs) -> nn.Module:
+    """Build a registered architecture with a ``num_outputs``-way head (randomly initialised).
+
+    ``num_outputs`` is what the objective needs (K labels for distribution losses, K-1 for
+    ranking, 1 for regression: ``Objective.num_outputs``); ``kwargs`` are the architecture's own
+    (``hybrid_pool`` for the VGG family, ``drop_rate`` for the MobileNets).
+
+    >>> create_model("tiny_age_net", num_outputs=41).head.out_features
     41
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(_MODELS)}")
-    return _MODELS[name](num_labels=num_labels, **kwargs)
+    import inspect
+
+    factory = model_factory(name)
+    allowed = set(inspect.signature(factory).parameters) - {"num_outputs"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ConfigError(f"model {name!r} option(s)", unknown, f"among its own ({', '.join(sorted(allowed)) or 'none'})")
+    return factory(num_outputs=num_outputs, **kwargs)

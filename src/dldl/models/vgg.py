@@ -3,7 +3,7 @@ full-width VGG16-BN baseline.
 
 Each is 13 conv3x3 (no bias) + BatchNorm + ReLU layers in five stages separated by 2x2 max-pools,
 then *hybrid pooling* (the fifth max-pool followed by global average pooling), then a Linear head
-that outputs ``num_labels`` logits (softmax is applied by the loss and at prediction). Weights are
+that outputs ``num_outputs`` logits (softmax is applied by the loss and at prediction). Weights are
 initialised as in the reference (gaobb/DLDL-v2 models/hp_scratch.lua): conv ``N(0, sqrt(2/(3*3*out)))``,
 BN weight 1 / bias 0, Linear bias 0.
 """
@@ -45,17 +45,17 @@ def check_input(x: Tensor) -> None:
 class AgeNet(nn.Module):
     """A VGG-style feature extractor + hybrid pooling + Linear head.
 
-    Input ``(N, 3, H, W)`` with H and W multiples of 32; output ``(N, num_labels)`` logits.
+    Input ``(N, 3, H, W)`` with H and W multiples of 32; output ``(N, num_outputs)`` logits.
 
-    >>> net = AgeNet(scaled_config(0.25), num_labels=101)
+    >>> net = AgeNet(scaled_config(0.25), num_outputs=101)
     >>> net(torch.zeros(2, 3, 64, 64)).shape
     torch.Size([2, 101])
     """
 
-    def __init__(self, cfg: list[int | str], num_labels: int, hybrid_pool: bool = True) -> None:
+    def __init__(self, cfg: list[int | str], num_outputs: int, hybrid_pool: bool = True) -> None:
         super().__init__()
-        if num_labels < 1:
-            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        if num_outputs < 1:
+            raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
         layers: list[nn.Module] = []
         channels = 3
         for v in cfg:
@@ -68,7 +68,7 @@ class AgeNet(nn.Module):
             layers = layers[:-1]
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(channels, num_labels)
+        self.head = nn.Linear(channels, num_outputs)
         self.hybrid_pool = hybrid_pool
         self._init_weights()
 
@@ -88,18 +88,18 @@ class AgeNet(nn.Module):
 
 
 @register_model
-def thin_age_net(num_labels: int = 101, hybrid_pool: bool = True) -> AgeNet:
+def thin_age_net(num_outputs: int = 101, hybrid_pool: bool = True) -> AgeNet:
     """ThinAgeNet: VGG16-D at width 1/2 (stage 5 at 256), 3,708,229 parameters with 101 labels."""
-    return AgeNet(scaled_config(0.5, last_stage=256), num_labels, hybrid_pool)
+    return AgeNet(scaled_config(0.5, last_stage=256), num_outputs, hybrid_pool)
 
 
 @register_model
-def tiny_age_net(num_labels: int = 101, hybrid_pool: bool = True) -> AgeNet:
+def tiny_age_net(num_outputs: int = 101, hybrid_pool: bool = True) -> AgeNet:
     """TinyAgeNet: VGG16-D at width 1/4 (stage 5 at 128), 934,869 parameters with 101 labels."""
-    return AgeNet(scaled_config(0.25, last_stage=128), num_labels, hybrid_pool)
+    return AgeNet(scaled_config(0.25, last_stage=128), num_outputs, hybrid_pool)
 
 
 @register_model
-def vgg16_bn(num_labels: int = 101, hybrid_pool: bool = True) -> AgeNet:
+def vgg16_bn(num_outputs: int = 101, hybrid_pool: bool = True) -> AgeNet:
     """Full-width VGG16-D with BN and the same pooling/head: the speed baseline."""
-    return AgeNet(scaled_config(1.0), num_labels, hybrid_pool)
+    return AgeNet(scaled_config(1.0), num_outputs, hybrid_pool)

@@ -1,0 +1,141 @@
+"""``ModelSpec``: the one record of what a trained model needs, in the spirit of timm's pretrained
+config. It travels with the weights: ``.pt`` checkpoints (key ``"spec"``), ONNX metadata
+(``metadata_props["dldl"]``), TorchScript extras (``dldl.json``) and model cards all store the
+same ``spec.to_dict()``, and :class:`~dldl.predict.Estimator` is built from it.
+
+>>> spec = ModelSpec("tiny_age_net", LabelSet(0, 100, 1), input_size=64, model_kwargs={"hybrid_pool": True})
+>>> spec.num_outputs, spec.cache_size
+(101, 72)
+>>> ModelSpec.from_dict(spec.to_dict()) == spec
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from torch import nn
+
+from dldl.data.augment import EVAL_CROP, MEAN, STD, cache_size_for
+from dldl.errors import CheckpointError, first_line
+from dldl.labels import LabelSet
+from dldl.losses import get_objective
+from dldl.models.registry import create_model
+
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a trained network and turn its outputs into estimates.
+
+    Attributes:
+        architecture: a :func:`~dldl.models.create_model` name.
+        labels: the label set the outputs refer to.
+        objective: the loss / read-out (``dldl_v2``, ``ranking``, ...; :mod:`dldl.losses`).
+        input_size: the network's input side.
+        task: ``"age"`` or ``"beauty"``.
+        template: the alignment template of the crops the model was trained on; photos are
+            aligned to it (:data:`dldl.faces.TEMPLATES`).
+        model_kwargs: the architecture's own options (``{"hybrid_pool": True}`` for the VGG family).
+        cache_size: the stored crop side the eval centre crop (``eval_crop``) is taken from.
+        eval_crop: the eval centre crop as a fraction of the stored crop.
+        mean, std: the input normalisation (per channel, of pixels in ``[0, 1]``).
+        temperature: logits are divided by it before the softmax (1: none; set by calibration).
+        label_range: ``(low, high)`` of the training labels (e.g. ages 21-60), or ``None`` if unknown.
+    """
+
+    architecture: str
+    labels: LabelSet
+    objective: str = "dldl_v2"
+    input_size: int = 64
+    task: str = "age"
+    template: str = "utkface"
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    cache_size: int | None = None
+    eval_crop: float = EVAL_CROP
+    mean: tuple[float, float, float] = MEAN
+    std: tuple[float, float, float] = STD
+    temperature: float = 1.0
+    label_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.cache_size is None:
+            object.__setattr__(self, "cache_size", cache_size_for(self.input_size))
+        object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.label_range is not None:
+            object.__setattr__(self, "label_range", tuple(float(v) for v in self.label_range))
+        get_objective(self.objective)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the network's head for this objective and label set."""
+        return get_objective(self.objective).num_outputs(self.labels)
+
+    def create_model(self) -> nn.Module:
+        """A freshly initialised network of this spec (load the weights into it)."""
+        return create_model(self.architecture, num_outputs=self.num_outputs, **self.model_kwargs)
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``from_dict`` reads it back)."""
+        out: dict[str, Any] = {"version": SPEC_VERSION}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if isinstance(v, LabelSet) else list(v) if isinstance(v, tuple) else v
+        out["num_outputs"] = self.num_outputs
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelSpec":
+        """The spec stored by :meth:`to_dict`. Raises ``ValueError`` naming what is wrong."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a model spec is a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        missing = {"architecture", "labels"} - set(d)
+        if missing:
+            raise ValueError(f"model spec lacks {', '.join(sorted(missing))}")
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["labels"] = LabelSet(**d["labels"]) if isinstance(d["labels"], Mapping) else LabelSet.parse(str(d["labels"]))
+        spec = cls(**kw)
+        if "num_outputs" in d and int(d["num_outputs"]) != spec.num_outputs:
+            raise ValueError(f"objective {spec.objective!r} on {spec.labels.num_labels} labels needs {spec.num_outputs} "
+                             f"outputs, the spec says {d['num_outputs']}")
+        return spec
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], path: object = None) -> "ModelSpec":
+        """The spec of a checkpoint / export payload: its ``"spec"`` entry, or the fields that files
+        written before ``ModelSpec`` existed kept at the top level (their alignment template then
+        follows the task: MEBeauty's for beauty models, UTKFace's for age models, as it did).
+
+        Raises:
+            CheckpointError: naming ``path``, when the payload holds no usable spec.
+        """
+        try:
+            if "spec" in payload:
+                return cls.from_dict(payload["spec"])
+            task = payload.get("task", "age")
+            model = payload.get("model") or {"name": "unknown"}  # old exports stored no architecture (the graph is the model)
+            kwargs = {"hybrid_pool": bool(model["hybrid_pool"])} if "hybrid_pool" in model and model["name"] not in (
+                "mobilenet_v2", "efficientnet_lite0") else {}
+            old = {"architecture": model["name"], "labels": payload["labels"], "objective": payload["loss"],
+                   "input_size": int(payload["input_size"]), "cache_size": int(payload["cache_size"]), "task": task,
+                   "template": "mebeauty" if task == "beauty" else "utkface", "model_kwargs": kwargs}
+            if "num_outputs" in model:
+                old["num_outputs"] = int(model["num_outputs"])
+            return cls.from_dict(old)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(path, f"does not hold a usable dldl model spec ({first_line(e)})") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())

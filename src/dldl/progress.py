@@ -1,0 +1,53 @@
+"""The one progress bar of dldl: a rich bar on stderr when enabled and stderr is a terminal,
+otherwise nothing (logs and pipes stay clean)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class progress_bar:
+    """``with progress_bar(enabled, total, label) as bar: ... bar.advance(info)`` (or call
+    ``close()`` when done instead of using ``with``).
+
+    >>> with progress_bar(False, 3, "x") as bar:
+    ...     bar.advance("loss 1.0")
+    """
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(*Progress.get_default_columns(), "{task.fields[info]}", transient=True,
+                                console=Console(stderr=True))
+            self.task = self.bar.add_task(label, total=total, info="")
+            self.bar.start()
+
+    def __enter__(self) -> "progress_bar":
+        return self
+
+    def advance(self, info: str = "") -> None:
+        if self.bar:
+            self.bar.update(self.task, advance=1, info=info)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+            self.bar = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def track(items: Iterable[T], total: int, label: str, enabled: bool = True) -> Iterator[T]:
+    """Yield ``items`` while a :class:`progress_bar` counts them."""
+    with progress_bar(enabled, total, label) as bar:
+        for item in items:
+            yield item
+            bar.advance()
