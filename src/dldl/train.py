@@ -371,132 +371,208 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run one training job; returns the final report (also written to ``out_dir/report.json``)."""
-    # ---- processes, device, seeds
-    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+@dataclass
+class Process:
+    """Where this process runs: its device, and its rank among ``world`` DDP processes."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def ddp(self) -> bool:
+        return self.world > 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_process(cfg: TrainConfig) -> Process:
+    """Device, DDP process group (under ``torchrun``), threads and the global seed."""
     device = _device(cfg.device)
-    if ddp:
+    proc = Process(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
-    else:
-        rank, world = 0, 1
-    master = rank == 0
+        proc = Process(device, dist.get_rank(), dist.get_world_size())
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    labels = LabelSet.parse(cfg.labels)
-    backbone = imagenet_weights_path(cfg.model, cfg.backbone_weights) if cfg.backbone_weights else None  # fail before decoding
+    return proc
 
-    # ---- data: label files -> checked samples -> decoded uint8 arrays + targets, per source
-    sources = load_sources(cfg)
+
+@dataclass
+class TrainingData:
+    """The decoded training images of every source, concatenated, with their targets: labels
+    ``y`` ``(N,)``, target distributions ``(N, K)``, truth bounds ``low``/``high`` ``(N,)``; the
+    decoded validation images of each source."""
+
+    sources: list[Source]
+    images: np.ndarray
+    y: torch.Tensor
+    target: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    val_images: list[np.ndarray]
+
+    def epoch_order(self, cfg: TrainConfig, epoch: int) -> torch.Tensor:
+        """The sample order of ``epoch`` (a plain permutation for one source, weighted draws for several)."""
+        gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch))
+        if len(self.sources) == 1:
+            return torch.randperm(len(self.images), generator=gen)
+        return _epoch_order([len(s.train) for s in self.sources], [s.weight for s in self.sources], cfg.epoch_size, gen)
+
+
+def load_training_data(cfg: TrainConfig, sources: list[Source], labels: LabelSet, load: Any, master: bool) -> TrainingData:
+    """Check every split's labels against the label set, decode (or read from the cache) every
+    split, the test splits too (so a bad test image stops the run before training), and build the
+    targets of each source with its own target kind."""
     for src in sources:
         for split in (src.train, src.val, src.test):
             if split is not None:
                 check_labels_in(split, labels)
-    load = lambda s: load_cached(s, cfg.cache_size, cfg.cache_dir, cfg.workers, progress=cfg.progress and master,  # noqa: E731
-                                 template=cfg.template)
-    train_images = np.concatenate([load(src.train) for src in sources]) if len(sources) > 1 else load(sources[0].train)
+    images = np.concatenate([load(src.train) for src in sources]) if len(sources) > 1 else load(sources[0].train)
     val_images = [load(src.val) for src in sources]
     if master:
         for src in sources:
             if src.test is not None:
-                load(src.test)  # decode (and cache) now, so a bad test image stops the run before training, not after
+                load(src.test)
     parts = [_targets(src.train, src.target, cfg.sigma, labels) for src in sources]
-    y_all, target_all = torch.cat([y for y, _ in parts]), torch.cat([t for _, t in parts])
     bounds = [_bounds(src.train) for src in sources]
-    low_all, high_all = torch.cat([b[0] for b in bounds]), torch.cat([b[1] for b in bounds])
-    sizes = [len(src.train) for src in sources]
-    # (N, S, S, 3) uint8 copy on the device, batches gathered there (numpy gathers faster on CPU)
-    device_images = torch.from_numpy(train_images).to(device) if cfg.cache_on_device else None
-    n = len(train_images)
-    epoch_n = n if len(sources) == 1 else (cfg.epoch_size or n)
-    if n < world:
-        raise DldlError(f"{sources[0].train.name}: {n} training samples cannot be shared by {world} processes")
+    return TrainingData(sources, images, torch.cat([y for y, _ in parts]), torch.cat([t for _, t in parts]),
+                        torch.cat([b[0] for b in bounds]), torch.cat([b[1] for b in bounds]), val_images)
 
-    # ---- model, optimiser, schedule
-    spec = model_spec(cfg, sources)
+
+def build_model(cfg: TrainConfig, spec: ModelSpec, proc: Process, backbone: Path | None, resuming: bool) -> nn.Module:
+    """The network of ``spec`` on ``proc.device``: initialised from ``init_from`` (tensors whose
+    shapes match) or ImageNet ``backbone`` weights (unless resuming), SyncBN under multi-GPU DDP,
+    channels_last when asked."""
     model = spec.create_model()
     if cfg.init_from:
         src = load_checkpoint(cfg.init_from)["state_dict"]
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
-    elif backbone and not (cfg.resume and (out / "last.pt").exists()):
+    elif backbone and not resuming:
         load_imagenet_weights(model, backbone)
-    model.to(device)
-    if ddp and device.type == "cuda":  # SyncBatchNorm needs CUDA (NCCL); with gloo on CPU each process keeps its own BN
+    model.to(proc.device)
+    if proc.ddp and proc.device.type == "cuda":  # SyncBatchNorm needs CUDA (NCCL); with gloo on CPU each process keeps its own BN
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    return model
+
+
+@dataclass
+class RunState:
+    """Where a run is: the next ``epoch`` and ``step``, the best validation MAE so far, the log
+    rows, and the running loss sum over the ``seen`` samples of a partly done epoch."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float = math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+    loss_sum: float = 0.0
+    seen: int = 0
+
+
+def checkpoint_payload(spec: ModelSpec, cfg: TrainConfig, model: nn.Module, ema: Any, epoch: int, step: int,
+                       metrics: dict | None = None) -> dict[str, Any]:
+    """What ``best.pt`` holds (weights-only types): the spec, the config, where, the weights."""
+    return {"spec": spec.to_dict(), "config": cfg.to_dict(), "epoch": epoch, "step": step, "state_dict": model.state_dict(),
+            "ema_state_dict": ema.module.state_dict() if ema else None, "metrics": metrics or {}}
+
+
+def resume_payload(spec: ModelSpec, cfg: TrainConfig, model: nn.Module, ema: Any, optimizer: Any, scheduler: Any,
+                   state: RunState) -> dict[str, Any]:
+    """What ``last.pt`` holds: :func:`checkpoint_payload` plus everything a resumed run needs."""
+    return {**checkpoint_payload(spec, cfg, model, ema, state.epoch, state.step), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "best": state.best, "history": state.history, "loss_sum": state.loss_sum,
+            "seen": state.seen, "ema_n_averaged": int(ema.n_averaged) if ema else 0}
+
+
+def restore(path: Path, cfg: TrainConfig, model: nn.Module, ema: Any, optimizer: Any, scheduler: Any) -> RunState:
+    """Load ``last.pt`` into the model, EMA, optimiser and schedule (refused when written with
+    other data, model or batch settings); the state to go on from."""
+    ck = load_checkpoint(path)
+    _check_resumable(ck, cfg, path)
+    model.load_state_dict(ck["state_dict"])
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    if ema is not None and ck.get("ema_state_dict"):
+        ema.module.load_state_dict(ck["ema_state_dict"])
+        ema.n_averaged.fill_(int(ck["ema_n_averaged"]))
+    return RunState(ck["epoch"], ck["step"], ck["best"], ck["history"], ck["loss_sum"], ck["seen"])
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run one training job; returns the final report (also written to ``out_dir/report.json``)."""
+    proc = setup_process(cfg)
+    device, master = proc.device, proc.master
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    labels = LabelSet.parse(cfg.labels)
+    backbone = imagenet_weights_path(cfg.model, cfg.backbone_weights) if cfg.backbone_weights else None  # fail before decoding
+
+    # ---- data: label files -> checked samples -> decoded uint8 arrays + targets, per source
+    sources = load_sources(cfg)
+    load = lambda s: load_cached(s, cfg.cache_size, cfg.cache_dir, cfg.workers, progress=cfg.progress and master,  # noqa: E731
+                                 template=cfg.template)
+    data = load_training_data(cfg, sources, labels, load, master)
+    # (N, S, S, 3) uint8 copy on the device, batches gathered there (numpy gathers faster on CPU)
+    device_images = torch.from_numpy(data.images).to(device) if cfg.cache_on_device else None
+    n = len(data.images)
+    if n < proc.world:
+        raise DldlError(f"{sources[0].train.name}: {n} training samples cannot be shared by {proc.world} processes")
+    steps_per_epoch = math.ceil((n if len(sources) == 1 else (cfg.epoch_size or n)) / cfg.batch_size)
+
+    # ---- model, optimiser, schedule, resume
+    spec = model_spec(cfg, sources)
+    resuming = cfg.resume and last_path.exists()
+    model = build_model(cfg, spec, proc, backbone, resuming)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
                                               use_buffers=True) if cfg.ema_decay > 0 else None
+    state = RunState()
+    if resuming:
+        state = restore(last_path, cfg, model, ema, optimizer, scheduler)
+        if master:
+            print(f"resumed {last_path} at epoch {state.epoch + 1}, step {state.step}")
     aug = cfg.augment or AugmentConfig(output_size=cfg.input_size)
-    steps_per_epoch = math.ceil(epoch_n / cfg.batch_size)
-    start_epoch, start_step, best, history, resumed_sums = 0, 0, math.inf, [], (0.0, 0)
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if cfg.resume and last_path.exists():
-        ck = load_checkpoint(last_path)
-        _check_resumable(ck, cfg, last_path)
-        model.load_state_dict(ck["state_dict"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if ema is not None and ck.get("ema_state_dict"):
-            ema.module.load_state_dict(ck["ema_state_dict"])
-            ema.n_averaged.fill_(int(ck["ema_n_averaged"]))
-        start_epoch, start_step, best, history = ck["epoch"], ck["step"], ck["best"], ck["history"]
-        resumed_sums = (ck["loss_sum"], ck["seen"])
-        if master:
-            print(f"resumed {last_path} at epoch {start_epoch + 1}, step {start_step}")
-    net = nn.parallel.DistributedDataParallel(model) if ddp else model
+    net = nn.parallel.DistributedDataParallel(model) if proc.ddp else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-    def bundle(epoch: int, step: int, metrics: dict | None = None) -> dict[str, Any]:
-        return {"spec": spec.to_dict(), "config": cfg.to_dict(), "epoch": epoch, "step": step,
-                "state_dict": model.state_dict(), "ema_state_dict": ema.module.state_dict() if ema else None,
-                "metrics": metrics or {}}
-
-    def save_last(epoch: int, step: int, loss_sum: float, seen: int) -> None:
-        if master:
-            save_checkpoint(last_path, {**bundle(epoch, step), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                        "best": best, "history": history, "loss_sum": loss_sum, "seen": seen,
-                                        "ema_n_averaged": int(ema.n_averaged) if ema else 0})
-
     estimator = Estimator(ema.module if ema else model, spec, device=device)
     log = open(out / "log.jsonl", "a") if master else None
 
     # ---- the loop
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(state.epoch, cfg.epochs):
         net.train()
-        gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch))
-        order = torch.randperm(n, generator=gen) if len(sources) == 1 else _epoch_order(sizes, [src.weight for src in sources],
-                                                                                        cfg.epoch_size, gen)
-        loss_sum, seen = resumed_sums if epoch == start_epoch and start_step else (0.0, 0)
+        order = data.epoch_order(cfg, epoch)
+        if state.step == 0:
+            state.loss_sum, state.seen = 0.0, 0
         stage_loss = "dldl" if epoch < cfg.kl_only_epochs else cfg.loss
         loss_fn = get_objective(stage_loss).loss
         t0 = time.time()
         bar = progress_bar(master and cfg.progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
-        for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
+        for step in range(state.step, steps_per_epoch):
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][proc.rank::proc.world]
             if device_images is not None:
                 images = device_images[idx.to(device)].permute(0, 3, 1, 2)
             else:
-                images = torch.from_numpy(train_images[idx.numpy()]).to(device, non_blocking=True).permute(0, 3, 1, 2)
-            gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, step, rank))
+                images = torch.from_numpy(data.images[idx.numpy()]).to(device, non_blocking=True).permute(0, 3, 1, 2)
+            gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, step, proc.rank))
             x = train_transform(images, aug, generator=gen)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y, target = y_all[idx].to(device), target_all[idx].to(device)
+            y, target = data.y[idx].to(device), data.target[idx].to(device)
             with autocast:
                 output = net(x)
             loss = loss_fn(output.float(), target, y, labels, lam=cfg.lam, kl_reduction=cfg.kl_reduction,
-                           bounds=(low_all[idx].to(device), high_all[idx].to(device)))
+                           bounds=(data.low[idx].to(device), data.high[idx].to(device)))
             if not torch.isfinite(loss):
                 kept = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was written yet"
                 raise DldlError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped, {kept}")
@@ -505,35 +581,38 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             optimizer.step()
             if ema is not None:
                 ema.update_parameters(model)
-            loss_sum += loss.item() * len(idx)
-            seen += len(idx)
-            bar.advance(f"loss {loss_sum / seen:.4f}")
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps_per_epoch:
-                save_last(epoch, step + 1, loss_sum, seen)
+            state.loss_sum += loss.item() * len(idx)
+            state.seen += len(idx)
+            bar.advance(f"loss {state.loss_sum / state.seen:.4f}")
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps_per_epoch and master:
+                state.epoch, state.step = epoch, step + 1
+                save_checkpoint(last_path, resume_payload(spec, cfg, model, ema, optimizer, scheduler, state))
         bar.close()
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         train_time = time.time() - t0
         if master:
             vals = {src.name: prediction_report(estimator.predict_arrays(images, cfg.tta_flip), src.val, cfg.task)
-                    for src, images in zip(sources, val_images)}
+                    for src, images in zip(sources, data.val_images)}
             val = vals[sources[0].name] if len(sources) == 1 else _mean_report(vals)
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_mae": val["mae"], "val_cs5": val["cs5"],
+            row = {"epoch": epoch + 1, "train_loss": state.loss_sum / max(state.seen, 1), "val_mae": val["mae"], "val_cs5": val["cs5"],
                    **({f"val_mae/{k}": v["mae"] for k, v in vals.items()} if len(sources) > 1 else {}), "lr": lr,
-                   "loss": stage_loss, "seconds": round(train_time, 2), "images_per_s": round(seen * world / max(train_time, 1e-9), 2)}
-            history.append(row)
+                   "loss": stage_loss, "seconds": round(train_time, 2),
+                   "images_per_s": round(state.seen * proc.world / max(train_time, 1e-9), 2)}
+            state.history.append(row)
             log.write(json.dumps(row) + "\n")
             log.flush()
             print(f"epoch {epoch + 1:3d}  loss {row['train_loss']:.4f}  val MAE {val['mae']:.3f}  "
                   f"{row['images_per_s']:.1f} img/s  {train_time:.0f}s")
-            if val["mae"] < best:
-                best = val["mae"]
-                save_checkpoint(best_path, bundle(epoch + 1, 0, {"val": val}))
-        save_last(epoch + 1, 0, 0.0, 0)
-        start_step = 0
+            if val["mae"] < state.best:
+                state.best = val["mae"]
+                save_checkpoint(best_path, checkpoint_payload(spec, cfg, model, ema, epoch + 1, 0, {"val": val}))
+        state.epoch, state.step, state.loss_sum, state.seen = epoch + 1, 0, 0.0, 0
+        if master:
+            save_checkpoint(last_path, resume_payload(spec, cfg, model, ema, optimizer, scheduler, state))
 
     # ---- final report on the best model
-    report: dict[str, Any] = {"config": cfg.to_dict(), "history": history, "best_val_mae": best}
+    report: dict[str, Any] = {"config": cfg.to_dict(), "history": state.history, "best_val_mae": state.best}
     if master and best_path.exists():
         final = Estimator.from_checkpoint(best_path, device)
         for src in sources:
@@ -548,6 +627,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         (out / "report.json").write_text(json.dumps(report, indent=1))
     if log:
         log.close()
-    if ddp:
+    if proc.ddp:
         dist.destroy_process_group()
     return report
