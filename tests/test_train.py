@@ -143,6 +143,7 @@ def test_tiny_age_net_on_64_utkface_faces(tmp_path):
     ("tiny_age_net-utkface", "utkface", "utkface", "coral_test", "metrics_coral_test"),
     ("thin_age_net-utkface", "utkface", "utkface", "coral_test", "metrics_coral_test"),
     ("mobilenet_v2-utkface", "utkface", "utkface", "coral_test", "metrics_coral_test"),
+    ("mobilenet_v2-age", "utkface", "utkface", "full_test", "metrics_full_test"),
     ("tiny_age_net-mebeauty", "mebeauty", "mebeauty", "test", "metrics_mebeauty_test"),
     ("mobilenet_v2-mebeauty", "mebeauty", "mebeauty", "test", "metrics_mebeauty_test"),
 ])

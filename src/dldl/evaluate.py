@@ -70,7 +70,7 @@ def fit_temperature(pred: Prediction, samples: SampleList, level: float = 0.9,
         raise ValueError("temperature scaling needs predicted distributions")
     import torch
 
-    grid = np.round(np.arange(0.5, 6.01, 0.05), 3) if grid is None else grid
+    grid = np.round(np.arange(0.2, 6.01, 0.02), 3) if grid is None else grid
     bounds = np.array([s.bounds for s in samples.samples], dtype=np.float64).reshape(-1, 2)
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     best = (float(grid[-1]), 0.0)

@@ -19,7 +19,7 @@ from dldl.errors import CheckpointError, DldlError
 from dldl.models.spec import ModelSpec
 from dldl.predict import Estimator
 
-DEFAULT_MODELS = {"age": "mobilenet_v2-utkface", "beauty": "mobilenet_v2-mebeauty"}
+DEFAULT_MODELS = {"age": "mobilenet_v2-age", "beauty": "mobilenet_v2-mebeauty"}
 """The model ``dldl predict`` and ``dldl serve`` use for each task."""
 
 

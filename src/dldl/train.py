@@ -1,8 +1,18 @@
 """Training: one config dataclass and one flat loop, read top to bottom.
 
-``train(TrainConfig(...))`` loads the splits, decodes them once into the uint8 cache, builds the
-target label distributions, trains with Adam and a step schedule, validates every epoch, keeps the
-best-by-validation model, writes atomic resumable checkpoints, and finally reports the test split.
+``train(TrainConfig(...))`` runs named steps -- :func:`setup_process` (device, DDP, threads,
+seed), :func:`load_sources` (each source's splits, with defaults from the dataset registry),
+:func:`load_training_data` (label checks, the decoded uint8 cache, targets of each source's
+kind), :func:`model_spec` and :func:`build_model`, :func:`restore` (resume) -- then the loop itself:
+Adam with a step schedule, per-source validation every epoch, the best-by-validation model, and
+atomic resumable checkpoints (:func:`checkpoint_payload`, :func:`resume_payload`); finally the
+test split of each source is reported.
+
+``TrainConfig`` is checked in full when it is built, before any file is read;
+``TrainConfig.from_sources(profile, yaml, overrides)`` is how the CLI merges its sources.
+Mixed training: ``sources=[{dataset, root, weight, ...}, ...]`` draws ``epoch_size`` samples an
+epoch, each source in proportion to its weight, each sample with its own target kind (Gaussian,
+rater histogram, interval).
 
 Reproducibility: the data order of epoch ``e`` comes from ``(seed, e)`` and the augmentation of
 step ``s`` from ``(seed, e, s, rank)``, so a run resumed from any checkpoint follows the same path
