@@ -84,3 +84,39 @@ def test_load_face(tmp_path):
     p = _save(tmp_path, "f.png", Image.new("RGB", (50, 50), (10, 20, 30)))
     out = load_face(p, 16)
     assert out.dtype == np.uint8 and out.shape == (16, 16, 3) and tuple(out[8, 8]) == (10, 20, 30)
+
+
+def test_damaged_exif_is_a_warning_and_the_pixels_are_kept(tmp_path):
+    """Issue repro: a single-byte EXIF mutation made exif_transpose raise TypeError and killed the batch."""
+    import io
+    import warnings as w
+
+    from dldl.data.images import ExifWarning, read_image
+
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x112], exif[0x10F] = 6, "cam"
+    Image.new("RGB", (200, 100), (10, 20, 30)).save(buf, "JPEG", exif=exif)
+    data = bytearray(buf.getvalue())
+    data[41] = 0x1F
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(bytes(data))
+    with pytest.warns(ExifWarning, match=r"bad.jpg: damaged EXIF data \(TypeError\), orientation not applied"):
+        img = read_image(bad)
+    assert img.size == (200, 100)  # unrotated
+    # bounded fuzz: every single-byte change of the EXIF block gives an image or a DataError, nothing else
+    start, count = data.index(b"Exif"), 0
+    for i in range(start, min(start + 120, len(data))):
+        for value in (0x00, 0x1F, 0x7F, 0xFF):
+            mutated = bytearray(buf.getvalue())
+            mutated[i] = value
+            f = tmp_path / f"m{i}_{value}.jpg"
+            f.write_bytes(bytes(mutated))
+            with w.catch_warnings():
+                w.simplefilter("ignore")
+                try:
+                    read_image(f)
+                except DataError:
+                    pass
+            count += 1
+    assert count >= 400

@@ -36,6 +36,21 @@ def _too_large(p: Path, size: str) -> DataError:
     return DataError(p, f"image {size}, above the limit of {MAX_PIXELS:,} (decompression-bomb guard)")
 
 
+class ExifWarning(UserWarning):
+    """A photo's EXIF block could not be read: its pixels are used unrotated."""
+
+
+def _exif_upright(img: Image.Image, path: Path) -> Image.Image:
+    """``img`` turned upright by its EXIF orientation; a damaged EXIF block (which makes Pillow
+    raise TypeError, struct.error, AttributeError, ...) is one warning naming the file, and the
+    pixels are kept as stored, so one bad photo never stops a batch."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as e:  # noqa: BLE001 -- any failure inside Pillow's EXIF parser means "unreadable EXIF"
+        warnings.warn(ExifWarning(f"{path}: damaged EXIF data ({type(e).__name__}), orientation not applied"), stacklevel=3)
+        return img
+
+
 def read_image(path: str | Path) -> Image.Image:
     """Open an image file as an 8-bit RGB PIL image with EXIF orientation applied.
 
@@ -65,7 +80,7 @@ def read_image(path: str | Path) -> Image.Image:
                 if w < 1 or h < 1:
                     raise DataError(p, f"image has no pixels ({w}x{h})")
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                img = _exif_upright(img, p)
                 return _to_rgb(img)
     except DataError:
         raise
