@@ -134,3 +134,28 @@ def test_shipped_cards_carry_the_spec_of_their_file():
         card = ModelSpec.from_dict(model_card(name)["spec"])
         own = ModelSpec.from_payload(load_checkpoint(MODELS_DIR / f"{name}.pt"))
         assert card.replace(label_range=None, temperature=1.0) == own.replace(label_range=None, temperature=1.0), name
+
+
+def test_out_dir_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path):
+    from dldl.errors import DldlError
+    from dldl.train import run_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"previous run")
+    with pytest.raises(DldlError, match=r"holds a run \(last.pt\); --resume continues it, --overwrite starts it again"):
+        with run_lock(out, TrainConfig()):
+            pass
+    assert (out / "last.pt").read_bytes() == b"previous run" and not (out / ".lock").exists()
+    with run_lock(out, TrainConfig(resume=True)):
+        assert (out / ".lock").read_text() == str(__import__("os").getpid())
+        with pytest.raises(DldlError, match="another run .process [0-9]+. is training into this folder"):
+            with run_lock(out, TrainConfig(resume=True)):
+                pass
+    with run_lock(out, TrainConfig(overwrite=True)):
+        assert not (out / "last.pt").exists()
+    (out / ".lock").write_text("999999999")  # left by a killed run: taken over
+    with run_lock(out, TrainConfig()):
+        pass
+    with pytest.raises(ConfigError, match="overwrite True: must be unset when resume is set"):
+        TrainConfig(resume=True, overwrite=True)

@@ -90,6 +90,7 @@ def train(
     input_size: Annotated[Optional[int], typer.Option(help="Network input side, a multiple of 32.")] = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (checkpoints, log.jsonl, report.json).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start again in an OUT that holds a run (removes its checkpoints and log).")] = False,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any TrainConfig field: --set lam=0.1 --set labels=1:10:0.1")] = None,
@@ -102,7 +103,8 @@ def train(
     from dldl.train import train as run_training
 
     options = dict(dataset=dataset, root=root, model=model, loss=loss, epochs=epochs, batch_size=batch_size,
-                   input_size=input_size, out_dir=out, device=device, seed=seed, resume=resume or None)
+                   input_size=input_size, out_dir=out, device=device, seed=seed, resume=resume or None,
+                   overwrite=overwrite or None)
     overrides: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
     for item in set_ or []:  # --set wins over the options above
         key, sep, value = item.partition("=")

@@ -113,6 +113,7 @@ class TrainConfig:
     # runtime
     out_dir: str = "runs/default"
     resume: bool = False
+    overwrite: bool = False  # start again in an out_dir that holds a run (its checkpoints and logs are removed)
     device: str = "auto"
     threads: int | None = None
     seed: int = 0
@@ -219,6 +220,8 @@ def _check_config(cfg: TrainConfig) -> None:
     need(bool(DEVICE.fullmatch(cfg.device)), "device", "auto, cpu, mps, cuda or cuda:N")
     if cfg.augment is not None:
         need(cfg.augment.output_size == cfg.input_size, "augment", f"an AugmentConfig with output_size {cfg.input_size} (input_size)")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("overwrite", True, "unset when resume is set (continue the run, or start it again)")
     if cfg.backbone_weights and cfg.init_from:
         raise ConfigError("init_from", cfg.init_from, "unset when backbone_weights is set (one initialisation)")
     factory = model_factory(cfg.model)
@@ -517,11 +520,70 @@ def restore(path: Path, cfg: TrainConfig, model: nn.Module, ema: Any, optimizer:
     return RunState(ck["epoch"], ck["step"], ck["best"], ck["history"], ck["loss_sum"], ck["seen"])
 
 
+RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "report.json")
+"""What a run leaves in its out_dir; an out_dir holding any of them holds a run."""
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, cfg: TrainConfig) -> Any:
+    """Hold ``out/.lock`` (with this process id) for the run. Refuses an out_dir that another live
+    process is training into, and one that holds a finished or stopped run unless ``resume``
+    (continue it) or ``overwrite`` (remove its files and start again) is set."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / ".lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(lock.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        alive = pid > 0 and _alive(pid)
+        if alive:
+            raise DldlError(f"{out}: another run (process {pid}) is training into this folder; wait for it or use another --out") from None
+        lock.unlink(missing_ok=True)  # left by a killed run
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        held = [name for name in RUN_FILES if (out / name).exists()]
+        if held and not cfg.resume:
+            if not cfg.overwrite:
+                raise DldlError(f"{out}: holds a run ({', '.join(held)}); --resume continues it, --overwrite starts it again, "
+                                "or train into another --out")
+            for name in held:
+                (out / name).unlink()
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run one training job; returns the final report (also written to ``out_dir/report.json``)."""
+    """Run one training job; returns the final report (also written to ``out_dir/report.json``).
+
+    The out_dir is locked for the run (:func:`run_lock`): a folder holding a run is refused
+    without ``resume`` or ``overwrite``, and two runs never write into one folder at once.
+    """
     proc = setup_process(cfg)
-    device, master = proc.device, proc.master
     out = Path(cfg.out_dir)
+    if not proc.master:
+        return _train(cfg, proc, out)
+    with run_lock(out, cfg):
+        return _train(cfg, proc, out)
+
+
+def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
+    device, master = proc.device, proc.master
     out.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out / "last.pt", out / "best.pt"
     labels = LabelSet.parse(cfg.labels)
