@@ -37,7 +37,6 @@ from dldl.data.datasets import load_dataset
 from dldl.data.images import read_image, square_resize
 from dldl.errors import DldlError
 from dldl.faces import ALIGN_SIZE, detect_and_align, get_detector
-from dldl.labels import quantile
 
 HERE = Path(__file__).resolve().parent
 DATA = benchlib.REPO / "data_external"

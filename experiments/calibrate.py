@@ -21,7 +21,7 @@ from dldl.checkpoint import load_checkpoint, save_checkpoint
 from dldl.data.cache import load_cached
 from dldl.data.samples import SampleList
 from dldl.evaluate import fit_temperature, prediction_report
-from dldl.predict import Estimator, Prediction
+from dldl.predict import Estimator
 from dldl.train import TrainConfig, load_sources
 
 
@@ -39,21 +39,16 @@ def main() -> None:
     est = Estimator.from_checkpoint(args.checkpoint)
     vals = [src.val for src in load_sources(cfg)]
     pooled = SampleList("pooled-val", [s for v in vals for s in v.samples])
-    preds = [est.predict_arrays(load_cached(v, est.cache_size, cfg.cache_dir, cfg.workers, template=est.template)) for v in vals]
-    pred = Prediction(np.concatenate([p.estimate for p in preds]), np.concatenate([p.distribution for p in preds]), est.labels)
+    images = np.concatenate([load_cached(v, est.cache_size, cfg.cache_dir, cfg.workers, template=est.template) for v in vals])
+    pred = est.predict_arrays(images)
     t, cov = fit_temperature(pred, pooled, args.level)
     spec = dataclasses.replace(est.spec, temperature=t)
-    calibrated = Estimator(est.model, spec)
     before = prediction_report(pred, pooled)
-    after = prediction_report(Prediction(*_concat([calibrated.predict_arrays(
-        load_cached(v, est.cache_size, cfg.cache_dir, cfg.workers, template=est.template)) for v in vals]), est.labels), pooled)
+    after = prediction_report(Estimator(est.model, spec).predict_arrays(images), pooled)
     save_checkpoint(args.out, {**ck, "spec": spec.to_dict()})
     print(json.dumps({"temperature": t, "val_coverage_90": cov, "before": {k: before[k] for k in ("mae", "coverage_90", "width_90")},
                       "after": {k: after[k] for k in ("mae", "coverage_90", "width_90")}, "out": str(args.out)}))
 
-
-def _concat(preds: list[Prediction]) -> tuple[np.ndarray, np.ndarray]:
-    return np.concatenate([p.estimate for p in preds]), np.concatenate([p.distribution for p in preds])
 
 
 if __name__ == "__main__":

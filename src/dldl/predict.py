@@ -52,7 +52,7 @@ class Estimator:
                  device: str | torch.device = "cpu") -> None:
         if (tuple(spec.mean), tuple(spec.std)) != (MEAN, STD) or spec.eval_crop != EVAL_CROP:
             raise DldlError(f"model spec asks for normalisation {spec.mean}/{spec.std} and eval crop "
-                                        f"{spec.eval_crop}; this dldl feeds {MEAN}/{STD} and {EVAL_CROP}")
+                            f"{spec.eval_crop}; this dldl feeds {MEAN}/{STD} and {EVAL_CROP}")
         self.model = model.eval()
         self.spec = spec
         self.objective = get_objective(spec.objective)

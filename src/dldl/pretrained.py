@@ -56,18 +56,20 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
     path = Path(name_or_path)
     if path.suffix in (".onnx", ".torchscript"):
         return load_exported(path)
+    card: dict[str, Any] = {}
     if path.suffix in (".pt", ".pth") or path.exists():
         weights = path
+        if weights.parent == MODELS_DIR:
+            card = model_card(weights.stem)
     elif str(name_or_path) in list_pretrained():
         weights = MODELS_DIR / f"{name_or_path}.pt"
-        if file_sha256(weights) != model_card(str(name_or_path)).get("sha256"):
+        card = model_card(str(name_or_path))
+        if file_sha256(weights) != card.get("sha256"):
             raise CheckpointError(weights, "sha256 does not match its model card; the file is damaged or was replaced")
     else:
         known = ", ".join(list_pretrained()) or "none shipped yet"
         raise DldlError(f"{name_or_path}: neither a file nor a shipped model (shipped: {known})")
-    card_spec = None
-    if weights.parent == MODELS_DIR and "spec" in model_card(weights.stem):
-        card_spec = ModelSpec.from_dict(model_card(weights.stem)["spec"])
+    card_spec = ModelSpec.from_dict(card["spec"]) if "spec" in card else None
     estimator = Estimator.from_checkpoint(weights, device, card_spec)
     if runtime == "torch":
         return estimator

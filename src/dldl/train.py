@@ -314,7 +314,7 @@ def load_sources(cfg: TrainConfig) -> list[Source]:
     out = []
     for k, entry in enumerate(entries):
         info = get_dataset(entry["dataset"])
-        e = {**info.defaults(), **{key: v for key, v in entry.items()}} if cfg.sources else dict(entry)
+        e = {**info.defaults(), **entry} if cfg.sources else dict(entry)
         train_set = load_dataset(info.name, e["root"], e["train_split"])
         if e.get("limit"):
             train_set = dataclasses.replace(train_set, samples=train_set.samples[: int(e["limit"])])

@@ -4,7 +4,6 @@ set's own layout; interval targets, interval metrics and mixed-source sampling."
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from dldl.checkpoint import atomic_path, file_sha256
-from dldl.data.images import load_face
+from dldl.data.images import load_face, read_image, square_resize
 from dldl.data.samples import SampleList
 from dldl.errors import DataError
 
@@ -61,8 +61,7 @@ def _decode(args: tuple[str, int, str | None]) -> tuple[np.ndarray, bool]:
     if template is None:
         return load_face(path, size), True
     global _detector
-    from dldl.data.images import read_image
-    from dldl.faces import aligned_crops, get_detector
+    from dldl.faces import aligned_crops, get_detector  # only photo sets need the detector
 
     if _detector is None:
         _detector = get_detector()
@@ -70,8 +69,6 @@ def _decode(args: tuple[str, int, str | None]) -> tuple[np.ndarray, bool]:
     found = aligned_crops(np.asarray(image), _detector, template, size)
     if found:
         return found[0][1], True
-    from dldl.data.images import square_resize
-
     return square_resize(image, size), False
 
 
