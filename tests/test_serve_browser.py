@@ -21,6 +21,7 @@ pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 
 
 import dldl  # noqa: E402
 from dldl.assets import PHOTOS_DIR  # noqa: E402
+from dldl.pretrained import DEFAULT_MODELS  # noqa: E402
 
 if "tiny_age_net-utkface" not in dldl.list_pretrained():
     pytest.skip("no shipped model in this checkout", allow_module_level=True)
@@ -93,7 +94,9 @@ def test_upload_photo_in_browser(server, browser, tmp_path):
     api = server_load.send(server, server_load.Upload("valid", PHOTO.name, PHOTO.read_bytes()))["json"]
     assert len(shown) == len(api["faces"]) == 2
     assert shown == pytest.approx([face["age"] for face in api["faces"]], abs=0.1)
-    assert len(browser.find_elements(By.CSS_SELECTOR, ".face-dist rect")) == 2 * 101  # a bar per label, per face
+    labels = len(api["faces"][0]["distribution"]["labels"])  # the served model's label set (117 ages for the default)
+    assert labels == dldl.load(DEFAULT_MODELS["age"]).labels.num_labels
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".face-dist rect")) == 2 * labels  # a bar per label, per face
     canvas = browser.execute_script("const c = document.getElementById('canvas'); return [c.width, c.height];")
     assert canvas == [500, 500]  # the photo, drawn at its size
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name);")
