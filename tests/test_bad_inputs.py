@@ -2,7 +2,7 @@
 
 Each case is a file generated here (zero bytes, truncated JPEG, random bytes, text, a 20000x20000
 PNG, symbolic-link loops, alpha / 16-bit / CMYK / grayscale / 1x1 / EXIF-rotated images, no face,
-30 faces, file names that are not UTF-8 or hold a space). For each, ``dldl predict`` (photos and
+30 faces, file names that are not UTF-8 or hold a space or rich markup, a FIFO, ``/dev/zero``). For each, ``dldl predict`` (photos and
 ``--crops``; ``--json``, ``--csv`` and the table), the Python API, the dataset loaders and the
 server give one line naming the file and the problem, and the other files still get results.
 docs/RELIABILITY.md lists what the user sees for each case.
@@ -27,8 +27,8 @@ from PIL import Image
 
 import dldl
 from dldl.data.cache import load_cached
-from dldl.data.images import load_face, read_image
 from dldl.data.datasets import load_dataset
+from dldl.data.images import load_face, read_image
 from dldl.errors import DataError
 
 ASSETS = Path(dldl.__file__).parent / "assets"
@@ -111,6 +111,14 @@ class Case:
     problem: str | None = None
     faces: int = 1
     crop_problem: str | None = None
+    special: bool = False  # not a regular file: the tests never read its bytes (a FIFO blocks, /dev/zero never ends)
+
+
+def _fifo(name: str) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        os.mkfifo(folder / name)
+        return folder / name
+    return make
 
 
 CASES = [
@@ -135,6 +143,9 @@ CASES = [
     Case("thirty_faces", _save(_thirty_faces(), "thirty_faces.jpg"), faces=30),
     Case("non_utf8_name", _save(_face(), b"caf\xe9 \xff.jpg")),
     Case("space_in_name", _save(_face(), "24_0_1_20170116220224657 .jpg.chip.jpg")),
+    Case("markup_in_name", _save(_face(), "party [edited] [red]x :x:.jpg")),  # shown as typed: no markup, no emoji
+    Case("fifo", _fifo("pipe.jpg"), "not a regular file (a FIFO, device or socket)", special=True),
+    Case("dev_zero", lambda folder: Path("/dev/zero"), "not a regular file (a FIFO, device or socket)", special=True),
 ]
 BAD = [c for c in CASES if c.problem]
 IDS = [c.name for c in CASES]
@@ -253,7 +264,8 @@ def test_predict_table_on_folder(inputs):
     done = dldl_cli("predict", folder)
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
-    for shown in ("loop.jpg", "symbolic link loop", "zero.jpg", "empty file (0 bytes)", "no_face.jpg", "no face found"):
+    for shown in ("loop.jpg", "symbolic link loop", "zero.jpg", "empty file (0 bytes)", "no_face.jpg", "no face found",
+                  "party [edited] [red]x :x:.jpg"):
         assert shown in text, shown
     assert text.count("thirty_faces.jpg") == 30  # once per face: the folder loop was not entered
     assert "notes.txt" not in text  # not an image suffix
@@ -327,7 +339,7 @@ def _utkface(folder: Path, bad: Path | None = None, n: int = 6) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("case", BAD, ids=[c.name for c in BAD])
+@pytest.mark.parametrize("case", [c for c in BAD if not c.special], ids=[c.name for c in BAD if not c.special])
 def test_dataset_loader_names_the_bad_image(case, inputs, tmp_path):
     root = _utkface(tmp_path / "utk", _path(inputs, case))
     with pytest.raises(DataError) as e:  # missing files: from the loader; unreadable ones: when decoding
@@ -357,8 +369,10 @@ def client():
         yield c
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "link" not in c.name and c.name != "missing_file"],
-                         ids=[c.name for c in CASES if "link" not in c.name and c.name != "missing_file"])
+UPLOADS = [c for c in CASES if "link" not in c.name and c.name != "missing_file" and not c.special]
+
+
+@pytest.mark.parametrize("case", UPLOADS, ids=[c.name for c in UPLOADS])
 def test_server_upload(case, client, inputs):
     path = _path(inputs, case)
     upload = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -1,5 +1,6 @@
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,14 +19,26 @@ def test_roundtrip(tmp_path):
 def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
     p = save_checkpoint(tmp_path / "x.pt", {"epoch": 1})
 
-    def boom(*a, **k):
-        raise OSError("disk full")
+    def fills_the_disk(obj, f, *a, **k):  # what torch does on a full disk: part of the file, then an error
+        Path(f).write_bytes(b"PK\x03\x04partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0: PytorchStreamWriter failed writing file")
 
-    monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    with pytest.raises(CheckpointError, match=f"^{p}: could not be written .*PytorchStreamWriter failed writing file.*; "
+                                              "the previous file is kept$"):
         save_checkpoint(p, {"epoch": 2})
     assert load_checkpoint(p)["epoch"] == 1
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_stale_temporary_files_are_removed(tmp_path):
+    from dldl.checkpoint import remove_stale_temps
+
+    dead, live = tmp_path / ".last.pt.999999999.tmp", tmp_path / f".last.pt.{os.getpid()}.tmp"
+    for p in (dead, live, tmp_path / "keep.tmp"):
+        p.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "keep.tmp"])
 
 
 @pytest.mark.parametrize("damage,problem", [

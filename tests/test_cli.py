@@ -142,3 +142,129 @@ def test_predict_on_real_in_the_wild_photos(task):
     assert sum(bool(r["faces"]) for r in rows) >= 0.95 * len(rows)
     low, high = (0, 100) if task == "age" else (1, 10)
     assert all(low <= f[task] <= high and low <= f["interval_90"][0] <= f["interval_90"][1] <= high for r in rows for f in r["faces"])
+
+
+# ----------------------------------------------------------------- outputs: checked first, never lost
+
+
+def _crops(tiny_run, n=2):
+    return sorted((tiny_run / "data").glob("*.png"))[:n]
+
+
+@pytest.mark.parametrize("where, problem", [
+    (lambda d: d, "is a folder; give a file name"),
+    (lambda d: Path("/dev/full"), "not a regular file (a device, FIFO or socket)"),
+    (lambda d: d / "afile" / "out.csv", "afile is a file, not a folder"),
+])
+def test_bad_csv_path_is_refused_before_any_inference(tiny_run, tmp_path, where, problem):
+    (tmp_path / "afile").write_text("x")
+    done = dldl("predict", *_crops(tiny_run), "--crops", "--model", tiny_run / "run" / "best.pt", "--csv", where(tmp_path))
+    assert_one_line_error(done, "--csv", problem)
+    assert done.stdout == ""  # nothing was estimated
+
+
+def test_failed_csv_write_keeps_the_estimates_and_the_previous_csv(tiny_run, tmp_path, monkeypatch):
+    """A disk that fills while the CSV is written: the JSON still reaches stdout, the failed path is
+    named in one line (exit 2), and the CSV of the previous run is intact."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    import dldl.cli as cli
+
+    csv_path = tmp_path / "faces.csv"
+    csv_path.write_text("the previous run's rows\n")
+
+    def full_disk(path, *a, **k):
+        Path(path).write_text("partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "_write_csv", full_disk)
+    result = CliRunner().invoke(cli.app, ["predict", *map(str, _crops(tiny_run)), "--crops", "--model",
+                                          str(tiny_run / "run" / "best.pt"), "--json", "--csv", str(csv_path)])
+    assert result.exit_code == 2
+    rows = json.loads(result.stdout.strip().splitlines()[0])
+    assert len(rows) == 2 and all(r["faces"] for r in rows)
+    assert f"error: could not write {csv_path}: No space left on device" in " ".join(result.stderr.split())
+    assert csv_path.read_text() == "the previous run's rows\n" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_save_dir_never_overwrites_an_input_or_another_output(tiny_run, tmp_path):
+    """a/x.png, b/x.png, a/x.jpg and a/x_age.jpg annotated into a/ itself: four distinct files,
+    every input untouched, each written file reported."""
+    from PIL import Image
+
+    src = _crops(tiny_run, 3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    inputs = [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "a" / "x.jpg", tmp_path / "a" / "x_age.jpg"]
+    for path, s in zip(inputs, [src[0], src[1], src[2], src[0]]):
+        Image.open(s).convert("RGB").save(path)
+    before = {p: p.read_bytes() for p in inputs}
+    done = dldl("predict", *inputs, "--crops", "--model", tiny_run / "run" / "best.pt", "--save-dir", tmp_path / "a",
+                check=True)
+    assert {p: p.read_bytes() for p in inputs} == before
+    wrote = [Path(line.removeprefix("wrote ")) for line in done.stderr.splitlines() if line.startswith("wrote ")]
+    assert len(wrote) == 4 and len(set(wrote)) == 4 and not set(wrote) & set(inputs)
+    assert all(Image.open(p).format == "JPEG" for p in wrote)
+    again = dldl("predict", *inputs, "--crops", "--model", tiny_run / "run" / "best.pt", "--save-dir", tmp_path / "a",
+                 check=True)  # stable: the same inputs give the same names
+    assert [line for line in again.stderr.splitlines() if line.startswith("wrote ")] == \
+        [line for line in done.stderr.splitlines() if line.startswith("wrote ")]
+
+
+def test_plot_distributions_without_save_dir_is_an_error(tiny_run):
+    done = dldl("predict", *_crops(tiny_run), "--crops", "--model", tiny_run / "run" / "best.pt", "--plot-distributions")
+    assert_one_line_error(done, "--plot-distributions writes one plot per photo into --save-dir")
+
+
+# ----------------------------------------------------------------- messages and exit codes
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["predict", "x[/y].jpg"], "no image files found in x[/y].jpg"),
+    (["train", "--set", "[/x]=1"], "[/x]"),
+    (["eval", "--model", "m[/b].pt", "--root", "r"], "m[/b].pt"),
+])
+def test_user_text_is_never_read_as_markup(args, shown):
+    done = dldl(*args)
+    assert_one_line_error(done, shown)
+    assert "MarkupError" not in done.stderr and "internal error" not in done.stderr
+
+
+def test_emoji_codes_in_user_text_stay_as_typed(tmp_path):
+    """``--split`` naming a file of ``root:x:0:0`` lines: the error quotes the line as it is (no ❌)."""
+    split = tmp_path / "passwd"
+    split.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    done = dldl("train", "--dataset", "utkface", "--root", tmp_path, "--set", f"train_split={split}", "--epochs", "1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "\u274c" not in done.stderr
+
+
+def test_exit_codes(tiny_run, tmp_path):
+    """0: done; 1: inputs could not be read (none at all, or some under --strict); 2: bad usage."""
+    model = tiny_run / "run" / "best.pt"
+    assert dldl("predict", *_crops(tiny_run), "--crops", "--model", model).returncode == 0
+    assert dldl("predict", tmp_path / "nope.jpg", "--crops", "--model", model).returncode == 1
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    assert dldl("predict", *_crops(tiny_run), bad, "--crops", "--model", model).returncode == 0
+    assert dldl("predict", *_crops(tiny_run), bad, "--crops", "--model", model, "--strict").returncode == 1
+    assert dldl("predict", "--no-such-option").returncode == 2
+
+
+@pytest.mark.parametrize("device, problem", [
+    ("nope", "device 'nope': must be auto, cpu, cuda or cuda:N"),
+    pytest.param("cuda", "device 'cuda': must be cpu or auto: this machine has no usable CUDA device",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_bad_device_is_named_as_such(tiny_run, device, problem):
+    done = dldl("predict", *_crops(tiny_run), "--crops", "--model", tiny_run / "run" / "best.pt", "--device", device)
+    assert_one_line_error(done, problem)
+    assert "best.pt" not in done.stderr  # the model file is not blamed
+
+
+def test_export_to_a_folder_names_the_folder(tmp_path):
+    done = dldl("export", "--model", "tiny_age_net-utkface", "-o", tmp_path)
+    assert_one_line_error(done, f"--output {tmp_path}: is a folder")
+    assert ".tmp" not in done.stderr

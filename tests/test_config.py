@@ -93,10 +93,10 @@ def test_user_errors_are_config_errors_but_a_bug_is_not_hidden(tmp_path, monkeyp
 
 def test_spec_round_trips_through_pt_onnx_and_card(tmp_path):
     pytest.importorskip("onnxruntime")
-    from dldl.export import export, load_exported
-    from dldl.pretrained import export_shipped, load
-    from dldl.predict import Estimator
     from dldl.checkpoint import save_checkpoint
+    from dldl.export import export, load_exported
+    from dldl.predict import Estimator
+    from dldl.pretrained import export_shipped, load
 
     spec = ModelSpec("tiny_age_net", LabelSet(0, 80, 1), "dldl_v2", 64, "age", "utkface", {"hybrid_pool": False},
                      label_range=(2.0, 80.0))

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import load_benchmark
 
@@ -126,13 +127,18 @@ def test_page_health_models_docs(client):
     models = client.get("/v1/models").json()
     labels = dldl.load(DEFAULT_MODELS["beauty"]).labels
     assert models["beauty"]["labels"] == {"start": labels.start, "stop": labels.stop, "step": labels.step}
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")  # built here from the schema: nothing from a CDN, so it works offline
+    assert docs.status_code == 200 and "POST /v1/predict" in docs.text
+    assert "<script" not in docs.text and "cdn" not in docs.text.lower()
+    assert client.head("/").status_code == 200
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
 
 
 @pytest.mark.parametrize("args, problem", [(["--task", "both", "--model", "x.pt"], "--model serves one task"),
                                            (["--task", "nose"], "unknown task 'nose'"),
-                                           (["--max-upload-mb", "0"], "must be > 0")])
+                                           (["--max-upload-mb", "0"], "must be > 0"),
+                                           (["--max-upload-mb", "inf"], "--max-upload-mb inf: must be > 0 and at most 1000"),
+                                           (["--port", "70000"], "--port 70000: must be in 0-65535")])
 def test_serve_cli_rejects_bad_options(args, problem):
     from typer.testing import CliRunner
 
@@ -150,3 +156,35 @@ def test_small_load_against_dldl_serve(tmp_path):
     assert summary["problems"] == [], summary["problems"][:5]
     assert summary["answered"] == 40 and summary["latency_ms"]["valid"]["count"] > 0
     assert summary["peak_rss_mb"]["after_run"] < summary["peak_rss_mb"]["after_warmup"] + 500  # memory stays bounded
+
+
+def test_decoding_work_is_bounded_by_pixels_and_time(detector):
+    """A 7 KB 1-bit PNG of 7745 x 7745 is refused by the server's pixel cap before decoding (422),
+    and a request not through decoding by its deadline gets 503 (a queue of slow uploads ends)."""
+    import io
+    import struct
+    import time
+    import zlib
+
+    from fastapi.testclient import TestClient
+
+    from dldl.serve import SERVER_MAX_PIXELS, create_app
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    side = 7745
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(b"\x00" + bytes((side + 7) // 8)) for _ in range(side)) + z.flush()
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    assert len(png) < 100_000 and side * side > SERVER_MAX_PIXELS
+    with TestClient(create_app(detector=detector)) as client:
+        t0 = time.perf_counter()
+        r = client.post("/v1/predict", files={"file": ("bomb.png", png, "image/png")})
+        assert r.status_code == 422 and f"above the limit of {SERVER_MAX_PIXELS:,}" in r.json()["error"]
+        assert time.perf_counter() - t0 < 1.0  # refused from the header, not decoded
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(photo, "PNG")
+    with TestClient(create_app(detector=detector, request_timeout_s=0.0)) as client:
+        r = client.post("/v1/predict", files={"file": ("late.png", photo.getvalue(), "image/png")})
+        assert r.status_code == 503 and r.json()["error"].startswith("server busy: the request")

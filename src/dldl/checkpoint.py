@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,7 @@ from dldl.errors import CheckpointError, first_line
 
 FORMAT = "dldl"
 FORMAT_VERSION = 1
-
-
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")  # atomic_path's temporary names
 
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in blocks (weight files and caches can be large)."""
@@ -59,10 +59,54 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` when a process was killed
+    mid-write (``.NAME.PID.tmp`` of a process that no longer runs); returns what was removed.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> _ = (d / ".last.pt.999999999.tmp").write_bytes(b"partial")
+    >>> [p.name for p in remove_stale_temps(d)], list(d.iterdir())
+    (['.last.pt.999999999.tmp'], [])
+    """
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _TEMP.match(p.name)
+        if m and not process_alive(int(m["pid"])) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Atomically write ``payload`` (plus format tags) to ``path``; returns the path."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
+    """Atomically write ``payload`` (plus format tags) to ``path``; returns the path.
+
+    Raises:
+        CheckpointError: the write failed (a full disk, a read-only folder); the previous file at
+            ``path`` is kept and no partial file is left.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError ("failed writing file")
+        kept = "the previous file is kept" if Path(path).exists() else "nothing was written"
+        raise CheckpointError(path, f"could not be written ({first_line(e)[:120]}); {kept}") from None
     return Path(path)
 
 

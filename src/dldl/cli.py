@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dldl.assets import PHOTOS_DIR, SAMPLES_DIR
@@ -26,8 +27,12 @@ DEFAULT_MODEL = DEFAULT_MODELS["age"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Facial age and attractiveness estimation by deep label-distribution learning (DLDL-v2).")
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False, highlight=False)
+stdout = Console(emoji=False, highlight=False)
 state = {"debug": False}
+EXIT_OK, EXIT_INPUTS, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
+"""Exit codes: success; some inputs could not be read (``predict --strict``, or none could);
+bad usage or bad input (one ``error:`` line); a crash, a bug in dldl (one line asking for ``--debug``)."""
 
 
 @app.callback()
@@ -48,8 +53,10 @@ def run() -> None:
             sys.exit(code)
     except DldlError as e:
         _fail(str(e))
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        _fail(f"{e.filename}: {e.strerror}")
+    except OSError as e:  # a missing or unwritable path, a full disk: the file and the problem
+        if e.filename is None:
+            _fail(e.strerror or first_line(e))
+        _fail(f"{_printable(str(e.filename))}: {e.strerror or first_line(e)}")
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
@@ -57,24 +64,24 @@ def run() -> None:
     except KeyboardInterrupt:
         _fail("interrupted")
     except Exception as e:  # click usage errors
-        import click
+        from typer.exceptions import TyperException  # typer's own click: usage errors, bad option values
 
-        if isinstance(e, click.ClickException):
+        if isinstance(e, TyperException) and hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
             sys.exit(e.exit_code)
         if state["debug"]:
             raise
         # not an error a user can cause: a bug, shown as one line with a way to see more
-        err.print(f"[bold red]internal error[/] (a bug in dldl, please report it): {type(e).__name__}: {first_line(e)}; "
-                  "run again with 'dldl --debug ...' for the traceback", highlight=False, soft_wrap=True)
-        sys.exit(3)
+        err.print(f"[bold red]internal error[/] (a bug in dldl, please report it): {type(e).__name__}: "
+                  f"{escape(_printable(first_line(e)))}; run again with 'dldl --debug ...' for the traceback", soft_wrap=True)
+        sys.exit(EXIT_CRASH)
 
 
 def _fail(message: str) -> None:
     if state["debug"]:
         raise
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    sys.exit(2)
+    err.print(f"[bold red]error:[/] {escape(_printable(message))}", soft_wrap=True)
+    sys.exit(EXIT_USAGE)
 
 
 @app.command()
@@ -136,29 +143,36 @@ def eval_(
     from dldl.data.datasets import load_dataset
     from dldl.data.sources import check_labels_in
     from dldl.evaluate import evaluate
+    from dldl.outputs import check_output_dir, check_output_file
     from dldl.pretrained import load
 
     if root is None and dataset != "csv":
         raise DldlError("no dataset folder: give --root DIR")
+    if out is not None:
+        check_output_file(out, "--out")
+    if plots is not None:
+        check_output_dir(plots, "--plots")
     estimator = load(model, device)
     samples = load_dataset(dataset, root, split)
     check_labels_in(samples, estimator.labels)
     report = {"model": str(model), "dataset": dataset, "split": split,
               **evaluate(estimator, samples, cache_dir, plots, progress=not as_json)}
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1))
+        _save_atomic(out, Path.write_text, json.dumps(report, indent=1))
+        err.print(f"wrote {escape(_printable(str(out)))}", soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(report))
         return
-    table = Table(title=f"{model} on {dataset}/{split} ({report['count']} images)")
+    from rich.text import Text
+
+    table = Table(title=Text(f"{_printable(str(model))} on {dataset}/{_printable(split)} ({report['count']} images)"))
     table.add_column("metric")
     table.add_column("flip TTA", justify="right")
     table.add_column("no TTA", justify="right")
     for key in ("mae", "rmse", "pearson", "cs5", "epsilon_error"):
         if key in report:
             table.add_row(key, f"{report[key]:.4f}", f"{report['no_flip'][key]:.4f}")
-    Console().print(table)
+    stdout.print(table)
 
 
 @app.command()
@@ -182,9 +196,10 @@ def predict(
     reported and skipped, the others continue.
     """
     from dldl.data.images import IMAGE_SUFFIXES, read_image
+    from dldl.outputs import check_output_dir, check_output_file, output_names
     from dldl.predict import PhotoResult, Predictor
-    from dldl.progress import track
     from dldl.pretrained import load
+    from dldl.progress import track
 
     default_dir = SAMPLES_DIR if crops else PHOTOS_DIR
     files = _expand(paths or [str(default_dir)], IMAGE_SUFFIXES)
@@ -194,6 +209,13 @@ def predict(
         model = DEFAULT_MODELS.get(task)
         if model is None:
             raise DldlError(f"unknown task {task!r}; use one of {', '.join(DEFAULT_MODELS)}")
+    if plot_distributions and save_dir is None:
+        raise DldlError("--plot-distributions writes one plot per photo into --save-dir: give --save-dir DIR")
+    # every output path is checked before any inference, so a bad one costs nothing
+    if csv_path is not None:
+        check_output_file(csv_path, "--csv")
+    if save_dir is not None:
+        check_output_dir(save_dir, "--save-dir")
     detector = None
     if not crops:
         from dldl.faces import get_detector
@@ -201,10 +223,12 @@ def predict(
         detector = get_detector()
     predictor = Predictor(load(model, device, runtime), detector, tta_flip=not no_tta)
     name = predictor.estimator.task
-    if save_dir is not None:
-        save_dir.mkdir(parents=True, exist_ok=True)
+    pictures = output_names(files, save_dir, name) if save_dir is not None else []
+    plots = output_names(files, save_dir, f"{name}_distributions", ".png") if plot_distributions and save_dir else []
     results: list[dict[str, Any]] = []
-    for f in track(files, len(files), "predicting", enabled=not as_json and len(files) > 10):
+    written: list[Path] = []
+    failed: list[str] = []
+    for i, f in enumerate(track(files, len(files), "predicting", enabled=not as_json and len(files) > 10)):
         try:
             image = read_image(f)
             faces = predictor.predict(np.asarray(image))
@@ -212,22 +236,46 @@ def predict(
             results.append(PhotoResult(str(f), [], name, str(model), error=f"{f}: {getattr(e, 'problem', e)}").to_dict())
             continue
         results.append(PhotoResult(str(f), faces, name, str(model), predictor.estimator.labels).to_dict())
-        if save_dir is not None:
-            _annotate(image, faces, name).save(save_dir / f"{Path(f).stem}_{name}.jpg", quality=90)
-            if plot_distributions and faces and faces[0].distribution is not None:
-                from dldl.plots import plot_face_distributions
+        if save_dir is not None and not failed:
+            try:
+                _save_atomic(pictures[i], _annotate(image, faces, name).save, "JPEG", quality=90)
+                written.append(pictures[i])
+                if plots and faces and faces[0].distribution is not None:
+                    from dldl.plots import plot_face_distributions
 
-                plot_face_distributions(np.stack([face.crop for face in faces]), np.stack([face.distribution for face in faces]),
-                                        predictor.estimator.labels.values().numpy(), save_dir / f"{Path(f).stem}_{name}_distributions.png",
-                                        pred=np.array([face.value for face in faces]))
+                    plot_face_distributions(np.stack([face.crop for face in faces]), np.stack([face.distribution for face in faces]),
+                                            predictor.estimator.labels.values().numpy(), plots[i],
+                                            pred=np.array([face.value for face in faces]))
+                    written.append(plots[i])
+            except OSError as e:  # e.g. the disk filled: no more pictures, the estimates go on
+                failed.append(f"{_printable(str(pictures[i].parent))}: {e.strerror or first_line(e)}")
     if csv_path is not None:
-        _write_csv(csv_path, results, name)
+        try:
+            _save_atomic(csv_path, _write_csv, results, name)
+            written.append(csv_path)
+        except OSError as e:
+            failed.append(f"{_printable(str(csv_path))}: {e.strerror or first_line(e)}")
     if as_json:
         typer.echo(json.dumps(results))
     else:
         _print_table(results, name, str(model))
-    if strict and any(r["error"] for r in results):
-        raise typer.Exit(1)
+    for path in written:
+        err.print(f"wrote {escape(_printable(str(path)))}", soft_wrap=True)
+    if failed:  # the estimates were printed above; what could not be written is named here
+        for line in failed:
+            err.print(f"[bold red]error:[/] could not write {escape(line)}", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE)
+    unreadable = sum(1 for r in results if r["error"])
+    if unreadable == len(results) or (strict and unreadable):
+        raise typer.Exit(EXIT_INPUTS)
+
+
+def _save_atomic(path: Path, write, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
+    """``write(tmp, *args, **kwargs)`` then rename onto ``path`` (:func:`dldl.checkpoint.atomic_path`)."""
+    from dldl.checkpoint import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(tmp, *args, **kwargs)
 
 
 def _annotate(image, faces, name: str):
@@ -242,15 +290,16 @@ def _annotate(image, faces, name: str):
 
 
 def _write_csv(path: Path, results: list[dict[str, Any]], name: str) -> None:
+    """One row per face, faces numbered from 1 as in the table; a photo without faces gets one
+    row saying why."""
     import csv
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "face", "x0", "y0", "x1", "y1", "score", name, "p5", "p95", "error"])
         for r in results:
             path = _printable(r["path"])
-            for i, face in enumerate(r["faces"]):
+            for i, face in enumerate(r["faces"], 1):
                 iv = face["interval_90"] or [None, None]
                 w.writerow([path, i, *face["box"], face["score"], face[name], *iv, ""])
             if not r["faces"]:
@@ -258,18 +307,20 @@ def _write_csv(path: Path, results: list[dict[str, Any]], name: str) -> None:
 
 
 def _print_table(results: list[dict[str, Any]], name: str, model: str) -> None:
-    table = Table(title=f"{name} estimates ({model})")
+    from rich.text import Text
+
+    table = Table(title=Text(f"{name} estimates ({_printable(model)})"))
     for col in ("file", "face", "box", name, "5-95% interval", "note"):
         table.add_column(col)
-    for r in results:
-        file = _printable(Path(r["path"]).name)
+    for r in results:  # cells as Text: file names are shown as they are, never read as markup
+        file = Text(_printable(Path(r["path"]).name))
         if r["error"] or not r["faces"]:
-            table.add_row(file, "", "", "", "", _printable((r["error"] or "no face found").removeprefix(f"{r['path']}: ")))
+            table.add_row(file, "", "", "", "", Text(_printable((r["error"] or "no face found").removeprefix(f"{r['path']}: "))))
         for i, face in enumerate(r["faces"]):
             iv = face["interval_90"]
             table.add_row(file, str(i + 1), " ".join(f"{v:.0f}" for v in face["box"]), f"{face[name]:.1f}",
                           f"{iv[0]:g}-{iv[1]:g}" if iv else "", "")
-    Console().print(table)
+    stdout.print(table)
 
 
 def _printable(text: str) -> str:
@@ -306,12 +357,16 @@ def export(
 
     dldl predict --model FILE.onnx and dldl.load("FILE.onnx") use it directly.
     """
+    from dldl.export import FORMATS
     from dldl.export import export as run_export
+    from dldl.outputs import check_output_file
     from dldl.pretrained import load
 
-    target = output or Path(f"{Path(model).stem}.{fmt}")
+    if fmt not in FORMATS:
+        raise DldlError(f"--format {fmt!r}: must be one of {', '.join(FORMATS)}")
+    target = check_output_file(output or Path(f"{Path(model).stem}.{fmt}"), "--output")
     path = run_export(load(model), target, fmt)
-    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    typer.echo(f"wrote {_printable(str(path))} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 @app.command()
@@ -327,8 +382,10 @@ def serve(
         raise DldlError(f"unknown task {task!r}; use one of {', '.join(DEFAULT_MODELS)} or both")
     if model is not None and task == "both":
         raise DldlError("--model serves one task: give --task age or --task beauty with it")
-    if max_upload_mb <= 0:
-        raise DldlError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
+    if not 0 <= port <= 65535:
+        raise DldlError(f"--port {port}: must be in 0-65535 (0: any free port)")
+    if not 0 < max_upload_mb <= 1000:  # also refuses inf and nan
+        raise DldlError(f"--max-upload-mb {max_upload_mb}: must be > 0 and at most 1000")
     import uvicorn
 
     from dldl.serve import create_app
@@ -347,7 +404,7 @@ def info() -> None:
     from dldl.models import create_model, list_models
     from dldl.pretrained import list_pretrained, model_card
 
-    console = Console()
+    console = stdout
     console.print(f"dldl {dldl.__version__}, torch {torch.__version__}, "
                   f"cuda {'available' if torch.cuda.is_available() else 'not available'}, {torch.get_num_threads()} threads")
     table = Table(title="architectures (101-way head)")
@@ -364,7 +421,7 @@ def info() -> None:
         span = (card.get("spec") or {}).get("label_range")
         trained = f" (trained on {card.get('task', 'age')}s {span[0]:g}-{span[1]:g})" if span else ""
         default = " (default)" if name in DEFAULT_MODELS.values() else ""
-        console.print(f"shipped: {name}{default}{trained}: {card.get('summary', '')}", highlight=False)
+        console.print(escape(f"shipped: {name}{default}{trained}: {card.get('summary', '')}"))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from dldl.checkpoint import atomic_path
-from dldl.errors import CheckpointError, first_line
+from dldl.errors import CheckpointError, DldlError, first_line
 from dldl.models.spec import ModelSpec
 from dldl.predict import Estimator
 
@@ -34,6 +34,8 @@ def export(est: Estimator, path: str | Path, fmt: str = "onnx") -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(path)
+    if out.is_dir():
+        raise DldlError(f"{out}: is a folder; give the file to write (e.g. {out / 'model'}.{fmt})")
     out.parent.mkdir(parents=True, exist_ok=True)
     model = est.model.to("cpu").eval()
     meta = json.dumps({"spec": est.spec.to_dict()})
@@ -88,8 +90,24 @@ def load_exported(path: str | Path, threads: int | None = None) -> Estimator:
             extra = {"dldl.json": ""}
             net = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
             meta = json.loads(extra["dldl.json"])
-        return Estimator(net, ModelSpec.from_payload(meta, p))
+        spec = ModelSpec.from_payload(meta, p)
     except CheckpointError:
         raise
     except Exception as e:  # onnxruntime / jit raise many types for a bad file
         raise CheckpointError(p, f"not a dldl export ({first_line(e)[:200]})") from None
+    _check_graph(net, spec, p)
+    return Estimator(net, spec)
+
+
+def _check_graph(net: nn.Module, spec: ModelSpec, path: Path) -> None:
+    """Refuse a file whose metadata does not describe its graph (a relabelled objective or label
+    set, another input size): one zero batch must map ``(1, 3, S, S)`` to ``(1, spec.num_outputs)``."""
+    try:
+        with torch.no_grad():
+            shape = tuple(net(torch.zeros(1, 3, spec.input_size, spec.input_size)).shape)
+    except Exception as e:  # noqa: BLE001 -- the runtimes raise many types for a graph of another input
+        raise CheckpointError(path, f"its graph does not take the {spec.input_size}x{spec.input_size} input its metadata "
+                                    f"states ({first_line(e)[:160]})") from None
+    if shape != (1, spec.num_outputs):
+        raise CheckpointError(path, f"its graph outputs {shape[1:] if len(shape) > 1 else shape} values per image, but its "
+                                    f"metadata ({spec.objective} over {spec.labels.num_labels} labels) needs {spec.num_outputs}")

@@ -30,6 +30,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from dldl.checkpoint import atomic_path
+
 DPI = 120
 HEXBIN_ABOVE = 2000  # plot_pred_vs_true switches from a scatter to a hexbin above this many points
 
@@ -46,14 +48,13 @@ __all__ = [
 # --------------------------------------------------------------------------------------- helpers
 @contextmanager
 def _figure(path: str | Path, figsize: tuple[float, float]) -> Iterator[Figure]:
-    """Yield a fresh constrained-layout Figure; on normal exit write it to ``path`` as a PNG."""
+    """Yield a fresh constrained-layout Figure; on normal exit write it to ``path`` as a PNG (atomically)."""
     fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     try:
         yield fig
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, format="png", dpi=DPI)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
     finally:
         fig.clear()
 

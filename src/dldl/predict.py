@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from dldl.checkpoint import load_checkpoint
 from dldl.data.augment import EVAL_CROP, MEAN, STD, eval_transform
 from dldl.data.images import load_face
+from dldl.devices import resolve_device
 from dldl.errors import CheckpointError, DataError, DldlError, first_line
 from dldl.labels import LabelSet, quantile
 from dldl.losses import get_objective
@@ -57,7 +58,7 @@ class Estimator:
         self.spec = spec
         self.objective = get_objective(spec.objective)
         self.meta = meta or {}
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model.to(self.device)
 
     labels = property(lambda self: self.spec.labels)

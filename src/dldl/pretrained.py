@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from dldl.assets import MODELS_DIR
-from dldl.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from dldl.checkpoint import atomic_path, file_sha256, load_checkpoint, save_checkpoint
+from dldl.devices import resolve_device
 from dldl.errors import CheckpointError, DldlError
 from dldl.models.spec import ModelSpec
 from dldl.predict import Estimator
@@ -42,17 +43,19 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
     exported ``.onnx`` / ``.torchscript`` file.
 
     ``runtime="onnx"`` runs a torch model through ONNX Runtime: it is exported once to
-    ``<cache>/onnx/<sha256 of the weights>.onnx`` and reused.
+    ``<cache>/onnx/<sha256 of the weights>.onnx`` and reused while that file checks out (its
+    recorded sha256, the same spec); otherwise it is exported again.
 
     >>> load("no-such-model")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     dldl.errors.DldlError: no-such-model: neither a file nor a shipped model ...
     """
-    from dldl.export import export, load_exported
+    from dldl.export import load_exported
 
     if runtime not in ("torch", "onnx"):
         raise DldlError(f"unknown runtime {runtime!r}; use 'torch' or 'onnx'")
+    device = resolve_device(device)  # a bad --device is named as such, before any model file is read
     path = Path(name_or_path)
     if path.suffix in (".onnx", ".torchscript"):
         return load_exported(path)
@@ -75,10 +78,28 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
         return estimator
     from dldl.data.cache import default_cache_dir
 
-    onnx_path = default_cache_dir() / "onnx" / f"{file_sha256(weights)[:24]}.onnx"
-    if not onnx_path.exists():
-        export(estimator, onnx_path, "onnx")
-    return load_exported(onnx_path)
+    return _onnx_copy(estimator, default_cache_dir() / "onnx" / f"{file_sha256(weights)}.onnx")
+
+
+def _onnx_copy(estimator: Estimator, path: Path) -> Estimator:
+    """``estimator`` run by ONNX Runtime from ``path``, its export cached under the sha256 of the
+    weights it came from. The cached file is used only if its own sha256 matches the record
+    written beside it and it describes the same model (spec); a damaged, truncated or swapped
+    file is exported again."""
+    from dldl.export import export, load_exported
+
+    record = path.with_suffix(".sha256")
+    try:
+        if path.is_file() and record.read_text().strip() == file_sha256(path):
+            cached = load_exported(path)
+            if cached.spec == estimator.spec:
+                return cached
+    except (OSError, CheckpointError):
+        pass
+    export(estimator, path, "onnx")
+    with atomic_path(record) as tmp:
+        tmp.write_text(file_sha256(path) + "\n")
+    return load_exported(path)
 
 
 def export_shipped(checkpoint: str | Path, name: str, card: dict[str, Any], out_dir: Path = MODELS_DIR) -> Path:

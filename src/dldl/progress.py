@@ -22,11 +22,13 @@ class progress_bar:
         self.bar = None
         if enabled and sys.stderr.isatty():
             from rich.console import Console
+            from rich.markup import escape
             from rich.progress import Progress
 
+            self._escape = escape  # labels and infos hold file and split names: shown as typed, never as markup
             self.bar = Progress(*Progress.get_default_columns(), "{task.fields[info]}", transient=True,
-                                console=Console(stderr=True))
-            self.task = self.bar.add_task(label, total=total, info="")
+                                console=Console(stderr=True, emoji=False))
+            self.task = self.bar.add_task(escape(label), total=total, info="")
             self.bar.start()
 
     def __enter__(self) -> "progress_bar":
@@ -34,7 +36,7 @@ class progress_bar:
 
     def advance(self, info: str = "") -> None:
         if self.bar:
-            self.bar.update(self.task, advance=1, info=info)
+            self.bar.update(self.task, advance=1, info=self._escape(info))
 
     def close(self) -> None:
         if self.bar:

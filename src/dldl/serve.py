@@ -5,12 +5,14 @@
 * ``GET /``: the demo page (``assets/web/index.html``; it loads nothing from outside);
 * ``POST /v1/predict?task=age``: a multipart photo upload (field ``file``) -> one entry of
   ``dldl predict --json`` (``{"path", "faces", "error"}``), each face with its predicted distribution;
-* ``GET /v1/health``, ``GET /v1/models``, and the OpenAPI docs at ``/docs``.
+* ``GET /v1/health``, ``GET /v1/models``; the OpenAPI schema at ``/openapi.json`` and a
+  self-contained reference page built from it at ``/docs`` (not Swagger UI, which loads from a CDN).
 
 Every failure is the same JSON shape with ``faces: []`` and a one-line ``error``, never a traceback:
 413 for a request body above ``max_upload_bytes``, 422 for an upload that is not a readable image
 (empty, truncated, unknown format, more pixels than ``dldl.data.images.MAX_PIXELS``) or a malformed
-request, 503 when ``max_pending`` requests already wait. Inference is CPU-bound: decoding and
+request, 503 when ``max_pending`` requests already wait or a request is not through decoding
+``request_timeout_s`` after it arrived. The server decodes at most ``max_pixels`` (24 MP) a photo. Inference is CPU-bound: decoding and
 prediction run one request at a time in a worker thread, so memory stays bounded under load.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
@@ -26,19 +29,21 @@ import numpy as np
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 import dldl
+from dldl.assets import WEB_DIR
 from dldl.data.images import read_image
 from dldl.errors import DataError
-from dldl.assets import WEB_DIR
 from dldl.predict import PhotoResult, Predictor
 from dldl.pretrained import DEFAULT_MODELS
 
 MAX_UPLOAD_BYTES = 10_000_000
+SERVER_MAX_PIXELS = 24_000_000  # a 6000 x 4000 photo; decoding work is bounded by pixels, not bytes
+REQUEST_TIMEOUT_S = 10.0
 # the page may use only what the server sends it (and the photo the user picked, as a blob: URL)
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
 
@@ -101,22 +106,56 @@ def _error(status: int, reason: str, path: str | None = None) -> JSONResponse:
     return JSONResponse({"path": path, "faces": [], "error": reason}, status_code=status)
 
 
-def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, model: str) -> JSONResponse:
-    """Decode an upload with :func:`read_image` (its checks and pixel cap) and predict; runs in the worker thread."""
+def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, model: str, max_pixels: int,
+                    deadline: float) -> JSONResponse:
+    """Decode an upload with :func:`read_image` (its checks, and the server's pixel cap) and
+    predict; runs in the worker thread. A request still waiting, or still decoding, at its
+    ``deadline`` (``time.monotonic()``) gets 503, so slow uploads cannot pile up behind each other."""
     task = predictor.estimator.task
+    if time.monotonic() > deadline:
+        return _error(503, "server busy: the request waited past its time limit; retry shortly", name)
     with tempfile.NamedTemporaryFile(prefix="dldl-upload-") as tmp:
         shutil.copyfileobj(upload, tmp)
         tmp.flush()
         try:
-            faces = predictor.predict(np.asarray(read_image(tmp.name)))
+            image = read_image(tmp.name, max_pixels)
+            if time.monotonic() > deadline:
+                return _error(503, "server busy: the request ran past its time limit; retry shortly", name)
+            faces = predictor.predict(np.asarray(image))
         except DataError as e:
             return _error(422, f"{name}: {e.problem.replace(tmp.name, name)}", name)
     result = PhotoResult(name, faces, task, model, predictor.estimator.labels)
     return JSONResponse(result.to_dict(distribution=True))
 
 
+def _docs_page(schema: dict[str, Any]) -> str:
+    """The API reference as one HTML page that loads nothing: each route, its parameters and answers."""
+    from html import escape
+
+    rows = []
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            params = ", ".join(f"{p['name']} ({p.get('in', '')})" for p in op.get("parameters", []))
+            if "requestBody" in op:
+                params = ", ".join(filter(None, [params, "multipart form field 'file' (the photo)"]))
+            answers = "; ".join(f"{code}: {r.get('description', '')}" for code, r in op.get("responses", {}).items())
+            rows.append(f"<tr><td><code>{escape(method.upper())} {escape(path)}</code></td><td>{escape(op.get('summary', ''))}"
+                        f"<br><small>{escape(op.get('description', '') or '')}</small></td><td>{escape(params)}</td>"
+                        f"<td><small>{escape(answers)}</small></td></tr>")
+    info = schema.get("info", {})
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(info.get('title', ''))} API</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}</style></head><body>"
+            f"<h1>{escape(info.get('title', ''))} {escape(str(info.get('version', '')))} API</h1>"
+            f"<p>{escape(info.get('description', ''))}</p><p>The machine-readable schema: <a href='/openapi.json'>/openapi.json</a> "
+            "(this page is built from it and loads nothing from outside).</p>"
+            "<table><tr><th>route</th><th>what</th><th>parameters</th><th>answers</th></tr>"
+            + "".join(rows) + "</table></body></html>")
+
+
 def create_app(models: dict[str, str] | None = None, detector: Any | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pending: int = 32) -> FastAPI:
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pending: int = 32,
+               max_pixels: int = SERVER_MAX_PIXELS, request_timeout_s: float = REQUEST_TIMEOUT_S) -> FastAPI:
     """The web app.
 
     Args:
@@ -125,6 +164,8 @@ def create_app(models: dict[str, str] | None = None, detector: Any | None = None
         detector: a face detector (default ``dldl.faces.get_detector()``).
         max_upload_bytes: the largest accepted request body (the photo plus a few hundred bytes of form).
         max_pending: requests allowed to wait for the worker; more are refused with 503.
+        max_pixels: the largest photo decoded (width x height); larger ones get 422 before decoding.
+        request_timeout_s: a request not through decoding this long after it arrived gets 503.
     """
     if detector is None:
         from dldl.faces import get_detector
@@ -135,14 +176,16 @@ def create_app(models: dict[str, str] | None = None, detector: Any | None = None
     predictors = {task: Predictor(dldl.load(name), detector) for task, name in models.items()}
     worker = CapacityLimiter(1)  # one inference at a time: torch and the detector are not shared safely
     pending = {"count": 0}  # touched only on the event loop
-    app = FastAPI(title="dldl", version=dldl.__version__,
+    # no Swagger UI / ReDoc: both load their scripts from a CDN and are blank offline; /docs is a
+    # self-contained page built from the OpenAPI schema (/openapi.json)
+    app = FastAPI(title="dldl", version=dldl.__version__, docs_url=None, redoc_url=None,
                   description="Facial age and attractiveness estimation (DLDL-v2). Upload a photo to `POST /v1/predict`.")
     app.add_middleware(BodyLimit, limit=max_upload_bytes)
     errors: dict[int | str, dict[str, Any]] = {
         400: {"model": Result, "description": "malformed request body (e.g. broken multipart data)"},
         413: {"model": Result, "description": f"request body above {max_upload_bytes:,} bytes"},
         422: {"model": Result, "description": "not a readable image, too many pixels, or a malformed request"},
-        503: {"model": Result, "description": "too many requests waiting; retry"}}
+        503: {"model": Result, "description": "too many requests waiting, or the request passed its time limit; retry"}}
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -162,9 +205,13 @@ def create_app(models: dict[str, str] | None = None, detector: Any | None = None
     async def crash(request: Request, exc: Exception) -> JSONResponse:  # the traceback goes to the server log only
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(_docs_page(app.openapi()), headers={"Content-Security-Policy": PAGE_CSP})
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
@@ -188,8 +235,10 @@ def create_app(models: dict[str, str] | None = None, detector: Any | None = None
         if pending["count"] >= max_pending:
             return _error(503, f"server busy: {max_pending} requests are already waiting; retry shortly", name)
         pending["count"] += 1
+        deadline = time.monotonic() + request_timeout_s
         try:
-            return await to_thread.run_sync(_predict_upload, predictors[task], file.file, name, models[task], limiter=worker)
+            return await to_thread.run_sync(_predict_upload, predictors[task], file.file, name, models[task], max_pixels,
+                                            deadline, limiter=worker)
         finally:
             pending["count"] -= 1
 

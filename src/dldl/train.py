@@ -40,24 +40,23 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dldl.checkpoint import load_checkpoint, save_checkpoint
-from dldl.data.augment import AugmentConfig, train_transform
-from dldl.data.cache import load_cached
-from dldl.data.samples import SampleList
+from dldl.checkpoint import atomic_path, load_checkpoint, process_alive, remove_stale_temps, save_checkpoint
 from dldl.config import coerce, load_yaml
-from dldl.data.augment import cache_size_for
+from dldl.data.augment import AugmentConfig, cache_size_for, train_transform
+from dldl.data.cache import load_cached
 from dldl.data.datasets import DATASETS, TARGETS, get_dataset, load_dataset
+from dldl.data.samples import SampleList
 from dldl.data.sources import check_labels_in
+from dldl.devices import resolve_device
 from dldl.errors import CheckpointError, ConfigError, DataError, DldlError
 from dldl.evaluate import prediction_report
 from dldl.labels import LabelSet, gaussian_distribution, histogram_distribution, interval_distribution
 from dldl.losses import OBJECTIVES, get_objective
+from dldl.models.imagenet import imagenet_weights_path, load_imagenet_weights
 from dldl.models.registry import model_factory
 from dldl.models.spec import ModelSpec
-from dldl.models.imagenet import imagenet_weights_path, load_imagenet_weights
 from dldl.predict import Estimator
 from dldl.progress import progress_bar
-
 
 SOURCE_KEYS = ("dataset", "root", "train_split", "val_split", "test_split", "weight", "target", "limit")
 """The keys of one entry of ``TrainConfig.sources``; all but dataset and root default to its registry entry."""
@@ -312,7 +311,7 @@ def load_sources(cfg: TrainConfig) -> list[Source]:
                                "val_split": cfg.val_split, "test_split": cfg.test_split, "target": cfg.target,
                                "limit": cfg.limit}]
     out = []
-    for k, entry in enumerate(entries):
+    for entry in entries:
         info = get_dataset(entry["dataset"])
         e = {**info.defaults(), **entry} if cfg.sources else dict(entry)
         train_set = load_dataset(info.name, e["root"], e["train_split"])
@@ -378,12 +377,6 @@ def _mean_report(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {k: float(np.mean([r[k] for r in reports.values()])) for k in ("mae", "cs5")}
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @dataclass
 class Process:
     """Where this process runs: its device, and its rank among ``world`` DDP processes."""
@@ -403,7 +396,7 @@ class Process:
 
 def setup_process(cfg: TrainConfig) -> Process:
     """Device, DDP process group (under ``torchrun``), threads and the global seed."""
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     proc = Process(device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -538,7 +531,7 @@ def run_lock(out: Path, cfg: TrainConfig) -> Any:
             pid = int(lock.read_text().strip() or 0)
         except (OSError, ValueError):
             pid = 0
-        alive = pid > 0 and _alive(pid)
+        alive = process_alive(pid)
         if alive:
             raise DldlError(f"{out}: another run (process {pid}) is training into this folder; wait for it or use another --out") from None
         lock.unlink(missing_ok=True)  # left by a killed run
@@ -546,6 +539,7 @@ def run_lock(out: Path, cfg: TrainConfig) -> Any:
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
     try:
+        remove_stale_temps(out)  # partial checkpoints of a killed run
         held = [name for name in RUN_FILES if (out / name).exists()]
         if held and not cfg.resume:
             if not cfg.overwrite:
@@ -556,16 +550,6 @@ def run_lock(out: Path, cfg: TrainConfig) -> Any:
         yield
     finally:
         lock.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -618,6 +602,9 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
     net = nn.parallel.DistributedDataParallel(model) if proc.ddp else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     estimator = Estimator(ema.module if ema else model, spec, device=device)
+    if master:  # the log is the checkpoint's history: rows a killed run logged after its last save go
+        with atomic_path(out / "log.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in state.history))
     log = open(out / "log.jsonl", "a") if master else None
 
     # ---- the loop
@@ -637,6 +624,9 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
             else:
                 images = torch.from_numpy(data.images[idx.numpy()]).to(device, non_blocking=True).permute(0, 3, 1, 2)
             gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, step, proc.rank))
+            # the global generator (dropout, ...) is seeded by (seed, epoch, step) too, so a run resumed
+            # from any step draws exactly what the uninterrupted run drew
+            torch.manual_seed(_seed_for(cfg.seed, epoch, step, proc.rank, "global"))
             x = train_transform(images, aug, generator=gen)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

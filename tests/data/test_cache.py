@@ -62,3 +62,62 @@ def test_unreadable_image_names_the_file(synthetic_manifest, tmp_path):
     samples.samples[3].path.write_bytes(b"garbage")
     with pytest.raises(DataError, match="face_003.png"):
         load_cached(samples, 24, tmp_path / "cache", workers=1)
+
+
+def test_splits_of_one_name_under_two_roots_get_two_caches(tmp_path):
+    """Two ``labels.csv`` of different roots: each its own cache file, each read back as its own pixels."""
+    from PIL import Image
+
+    arrays = {}
+    for root, colour in (("a", (255, 0, 0)), ("b", (0, 0, 255))):
+        folder = tmp_path / root
+        folder.mkdir()
+        Image.new("RGB", (30, 30), colour).save(folder / "x.png")
+        (folder / "labels.csv").write_text("path,label\nx.png,30\n")
+        arrays[root] = load_cached(read_manifest_csv(folder / "labels.csv"), 16, tmp_path / "cache", workers=1)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    for root, colour in (("a", (255, 0, 0)), ("b", (0, 0, 255))):
+        samples = read_manifest_csv(tmp_path / root / "labels.csv")
+        assert tuple(load_cached(samples, 16, tmp_path / "cache", workers=1)[0, 8, 8]) == colour
+
+
+def test_checksum_is_of_the_file_renamed_into_place(synthetic_manifest, tmp_path):
+    from dldl.checkpoint import file_sha256
+
+    load_cached(read_manifest_csv(synthetic_manifest), 24, tmp_path / "cache", workers=1)
+    (npy,), (manifest,) = (tmp_path / "cache").glob("*.npy"), (tmp_path / "cache").glob("*.json")
+    assert json.loads(manifest.read_text())["sha256"] == file_sha256(npy)
+
+
+def test_partial_files_of_a_killed_build_are_removed(synthetic_manifest, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = cache / "x-24px-0123456789abcdef.npy.999999999.tmp"
+    stale = stale.with_name("." + stale.name)
+    stale.write_bytes(b"partial")
+    load_cached(read_manifest_csv(synthetic_manifest), 24, cache, workers=1)
+    assert not stale.exists() and not list(cache.glob(".*.tmp"))
+
+
+def test_cache_folder_that_is_a_file_is_one_line(synthetic_manifest, tmp_path):
+    (tmp_path / "cache").write_text("not a folder")
+    with pytest.raises(DataError, match=f"^{tmp_path / 'cache'}: the cache folder is a file"):
+        load_cached(read_manifest_csv(synthetic_manifest), 24, tmp_path / "cache", workers=1)
+
+
+def test_cache_on_a_full_disk_warns_and_goes_on(synthetic_manifest, tmp_path, monkeypatch):
+    """The decoded images are still returned; nothing partial stays in the cache folder."""
+    import errno
+
+    from dldl.data.sources import DataWarning
+
+    def full(f, arr, *a, **k):
+        f.write(b"\x93NUMPY partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    samples = read_manifest_csv(synthetic_manifest)
+    want = load_cached(samples, 24, tmp_path / "ok", workers=1)
+    monkeypatch.setattr(np, "save", full)
+    with pytest.warns(DataWarning, match="could not write the decoded-image cache \\(No space left on device\\)"):
+        got = load_cached(samples, 24, tmp_path / "cache", workers=1)
+    assert np.array_equal(got, want) and list((tmp_path / "cache").iterdir()) == []

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dldl.data.samples import Sample, SampleList
 from dldl.data.datasets import DATASETS, load_dataset
+from dldl.data.samples import Sample, SampleList
 from dldl.data.sources import (
     DataWarning,
     check_labels_in,
@@ -376,3 +376,14 @@ def test_real_morph_fold0():
     assert (len(train), len(test)) == (49619, 5515)
     assert train.samples[0] == Sample(mat.parent / "009055_0M54.JPG", 54.0)
     check_labels_in(train, LabelSet(16, 77))
+
+
+def test_csv_field_over_the_csv_limit_is_one_line(tmp_path):
+    """csv refuses fields over 128 KiB (csv.Error): one DataError naming the file and the line."""
+    from dldl.data.sources import read_manifest_csv
+    from dldl.errors import DataError
+
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path,label\na.png,3\n" + "b" * 200_000 + ".png,4\n")
+    with pytest.raises(DataError, match=f"^{manifest}: line 3: not valid CSV \\(field larger than field limit"):
+        read_manifest_csv(manifest)

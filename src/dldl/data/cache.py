@@ -3,12 +3,17 @@
 An epoch then costs compute, not JPEG decoding. The array is stored as ``.npy`` (NHWC, which is
 torch's ``channels_last`` layout once permuted to NCHW) beside a ``.json`` manifest holding:
 
-* ``key``: a hash of the resolution, the cache format version and every source file's path,
-  size and modification time, so a changed file list or image never reuses a stale cache;
-* ``sha256`` of the ``.npy`` file, so a damaged or truncated cache is detected and rebuilt.
+* ``key``: a hash of the resolution, the cache format version and every source file's path
+  (which includes the dataset root), size and modification time, so a changed file list or image
+  never reuses a stale cache; the file names carry the key too, so splits of one name under two
+  roots have two caches;
+* ``sha256`` of the ``.npy`` file, computed before it is renamed into place, so a damaged or
+  truncated cache is detected and rebuilt.
 
 Both files are written to temporary names and renamed, the manifest last, so an interrupted build
-leaves no cache that looks complete.
+leaves no cache that looks complete; the partial files of a killed build are removed by the next.
+A cache that cannot be written (full disk, read-only folder) is a warning: the images are used
+uncached.
 
 Photo datasets (``SampleList.align``) are decoded through the photo pipeline instead: each image
 is detected and its largest face aligned to the model's ``template`` (:func:`dldl.faces.aligned_crops`),
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dldl.checkpoint import atomic_path, file_sha256
+from dldl.checkpoint import atomic_path, file_sha256, remove_stale_temps
 from dldl.data.images import load_face, read_image, square_resize
 from dldl.data.samples import SampleList
 from dldl.errors import DataError
@@ -72,11 +77,13 @@ def _decode(args: tuple[str, int, str | None]) -> tuple[np.ndarray, bool]:
     return square_resize(image, size), False
 
 
-def _paths(samples: SampleList, size: int, cache_dir: Path, template: str | None = None) -> tuple[Path, Path]:
+def _paths(samples: SampleList, size: int, cache_dir: Path, key: str, template: str | None = None) -> tuple[Path, Path]:
+    """The cache's ``.npy`` and manifest: named by the split and by its key, so two splits of one
+    name (``labels.csv`` under two roots, two file lists) never share, nor fight over, one file."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", samples.name) or "dataset"
     aligned = f"-{template}" if samples.align and template else ""
-    base = cache_dir / f"{stem}-{size}px{aligned}"
-    return base.with_suffix(".npy"), base.with_suffix(".json")
+    base = cache_dir / f"{stem}-{size}px{aligned}-{key[:16]}"
+    return base.with_name(base.name + ".npy"), base.with_name(base.name + ".json")
 
 
 def _valid(npy: Path, manifest: Path, key: str, verify: bool) -> bool:
@@ -147,18 +154,34 @@ def load_cached(
     if len(samples) == 0:
         raise DataError(",".join(samples.source) or samples.name, "no samples to decode")
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    npy, manifest = _paths(samples, size, cdir, template)
+    if cdir.exists() and not cdir.is_dir():
+        raise DataError(cdir, "the cache folder is a file; remove it or give another cache_dir")
     key = cache_key(samples, size, template)
+    npy, manifest = _paths(samples, size, cdir, key, template)
     if _valid(npy, manifest, key, verify):
-        arr = np.load(npy)
-        if arr.shape == (len(samples), size, size, 3) and arr.dtype == np.uint8:
+        try:
+            arr = np.load(npy)
+        except (OSError, ValueError):  # damaged past what the checksum saw (verify=False): rebuilt
+            arr = None
+        if arr is not None and arr.shape == (len(samples), size, size, 3) and arr.dtype == np.uint8:
             return arr
     arr = decode_all(samples, size, workers, progress, template)
-    cdir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(npy) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
-    meta = {"key": key, "sha256": file_sha256(npy), "count": len(samples), "size": size, "name": samples.name,
-            "source": list(samples.source), "version": CACHE_VERSION}
-    with atomic_path(manifest) as tmp:
-        tmp.write_text(json.dumps(meta, indent=1))
+    try:
+        cdir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(cdir)  # partial files of a build that was killed or ran out of disk
+        with atomic_path(npy) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+            digest = file_sha256(tmp)  # of the very bytes renamed into place, before any other build can replace them
+        meta = {"key": key, "sha256": digest, "count": len(samples), "size": size, "name": samples.name,
+                "source": list(samples.source), "version": CACHE_VERSION}
+        with atomic_path(manifest) as tmp:
+            tmp.write_text(json.dumps(meta, indent=1))
+    except OSError as e:  # a full disk, a read-only or odd cache folder: the decoded images are still used
+        import warnings
+
+        from dldl.data.sources import DataWarning
+
+        warnings.warn(DataWarning(cdir, 0, f"could not write the decoded-image cache ({e.strerror or type(e).__name__}); "
+                                           "continuing without it"), stacklevel=2)
     return arr

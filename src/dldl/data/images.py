@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import re
+import stat
 import warnings
 from pathlib import Path
 
@@ -32,8 +33,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _too_large(p: Path, size: str) -> DataError:
-    return DataError(p, f"image {size}, above the limit of {MAX_PIXELS:,} (decompression-bomb guard)")
+def _too_large(p: Path, size: str, limit: int = MAX_PIXELS) -> DataError:
+    return DataError(p, f"image {size}, above the limit of {limit:,} (decompression-bomb guard)")
 
 
 class ExifWarning(UserWarning):
@@ -51,11 +52,14 @@ def _exif_upright(img: Image.Image, path: Path) -> Image.Image:
         return img
 
 
-def read_image(path: str | Path) -> Image.Image:
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image file as an 8-bit RGB PIL image with EXIF orientation applied.
 
+    ``max_pixels`` bounds the decoding work (the server passes a lower cap than
+    :data:`MAX_PIXELS`); the size is read from the header, before any pixel is decoded.
+
     Raises:
-        DataError: the file is missing, empty, not an image, truncated, or too large.
+        DataError: the file is missing, empty, not a regular file, not an image, truncated, or too large.
     """
     p = Path(path)
     try:
@@ -68,6 +72,8 @@ def read_image(path: str | Path) -> Image.Image:
         raise DataError(p, "file not found" if isinstance(e, FileNotFoundError) else f"cannot read ({e.strerror})") from None
     if p.is_dir():
         raise DataError(p, "is a folder, not an image file")
+    if not stat.S_ISREG(st.st_mode):  # never opened: a FIFO would block, /dev/zero never ends
+        raise DataError(p, "not a regular file (a FIFO, device or socket), not an image file")
     if st.st_size == 0:
         raise DataError(p, "empty file (0 bytes)")
     try:
@@ -75,8 +81,8 @@ def read_image(path: str | Path) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p) as img:
                 w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise _too_large(p, f"is {w}x{h} = {w * h:,} pixels")
+                if w * h > min(max_pixels, MAX_PIXELS):
+                    raise _too_large(p, f"is {w}x{h} = {w * h:,} pixels", min(max_pixels, MAX_PIXELS))
                 if w < 1 or h < 1:
                     raise DataError(p, f"image has no pixels ({w}x{h})")
                 img.load()

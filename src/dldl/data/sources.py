@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dldl.data.samples import Sample, SampleList
-from dldl.errors import DataError
+from dldl.errors import DataError, first_line
 from dldl.labels import LabelSet
 
 PathLike = str | Path
@@ -129,18 +129,21 @@ def _read_csv(path: PathLike, columns: Sequence[Column]) -> list[tuple[int, dict
     name. Blank lines are skipped; a row with a different field count is an error.
     """
     reader = csv.reader(io.StringIO(_text(path), newline=""))
-    header = [h.strip() for h in next(reader, [])]
-    if not any(header):
-        raise DataError(path, "empty file (no header line)")
-    alias = _columns(path, header, columns)
-    rows = []
-    for row in reader:
-        if not any(c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise DataError(path, f"line {reader.line_num}: {len(row)} fields, header has {len(header)}")
-        d = dict(zip(header, (c.strip() for c in row)))
-        rows.append((reader.line_num, d | {k: d[v] for k, v in alias.items()}))
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        if not any(header):
+            raise DataError(path, "empty file (no header line)")
+        alias = _columns(path, header, columns)
+        rows = []
+        for row in reader:
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(path, f"line {reader.line_num}: {len(row)} fields, header has {len(header)}")
+            d = dict(zip(header, (c.strip() for c in row)))
+            rows.append((reader.line_num, d | {k: d[v] for k, v in alias.items()}))
+    except csv.Error as e:  # a field over csv's size limit (128 KiB), a NUL byte, a broken quote
+        raise DataError(path, f"line {reader.line_num}: not valid CSV ({first_line(e)})") from None
     return rows
 
 

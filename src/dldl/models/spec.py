@@ -13,6 +13,8 @@ True
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -22,10 +24,16 @@ from torch import nn
 from dldl.data.augment import EVAL_CROP, MEAN, STD, cache_size_for
 from dldl.errors import CheckpointError, first_line
 from dldl.labels import LabelSet
-from dldl.losses import get_objective
+from dldl.losses import OBJECTIVES, get_objective
 from dldl.models.registry import create_model
 
 SPEC_VERSION = 1
+TASKS = ("age", "beauty")
+MAX_INPUT_SIZE, MAX_CACHE_SIZE, MAX_LABELS = 1024, 2048, 10_000  # bounds on what a model file may ask for
+
+
+def _whole(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -70,9 +78,35 @@ class ModelSpec:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if self.label_range is not None:
             object.__setattr__(self, "label_range", tuple(float(v) for v in self.label_range))
-        get_objective(self.objective)
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        self._check()
+
+    def _check(self) -> None:
+        """Every field a known value within bounds: a spec read from a file is never trusted
+        (a huge ``cache_size`` would allocate gigabytes, a ``task`` goes into file names)."""
+        from dldl.faces.align import TEMPLATES
+
+        def need(ok: bool, name: str, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"{name} {getattr(self, name)!r}: must be {allowed}")
+
+        need(isinstance(self.architecture, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,39}", self.architecture) is not None,
+             "architecture", "a model name (lower-case letters, digits, _)")
+        need(self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}")
+        need(self.task in TASKS, "task", f"one of {', '.join(TASKS)}")
+        need(self.template in TEMPLATES, "template", f"one of {', '.join(TEMPLATES)}")
+        need(_whole(self.input_size) and 16 <= self.input_size <= MAX_INPUT_SIZE, "input_size",
+             f"a whole number in [16, {MAX_INPUT_SIZE}]")
+        need(_whole(self.cache_size) and self.input_size <= self.cache_size <= MAX_CACHE_SIZE, "cache_size",
+             f"a whole number in [input_size, {MAX_CACHE_SIZE}]")
+        need(isinstance(self.eval_crop, (int, float)) and 0 < self.eval_crop <= 1, "eval_crop", "in (0, 1]")
+        need(self.labels.num_labels <= MAX_LABELS, "labels", f"at most {MAX_LABELS:,} labels")
+        need(len(self.mean) == 3 and all(math.isfinite(v) for v in self.mean), "mean", "3 finite numbers")
+        need(len(self.std) == 3 and all(math.isfinite(v) and v > 0 for v in self.std), "std", "3 finite numbers > 0")
+        need(isinstance(self.temperature, (int, float)) and 0.01 <= self.temperature <= 100, "temperature", "in [0.01, 100]")
+        need(self.label_range is None or (len(self.label_range) == 2 and all(math.isfinite(v) for v in self.label_range)
+                                          and self.label_range[0] <= self.label_range[1]), "label_range", "(low, high) or None")
+        need(all(isinstance(k, str) and isinstance(v, (bool, int, float, str)) for k, v in self.model_kwargs.items()),
+             "model_kwargs", "names to plain values")
 
     @property
     def num_outputs(self) -> int:
