@@ -268,3 +268,30 @@ def test_export_to_a_folder_names_the_folder(tmp_path):
     done = dldl("export", "--model", "tiny_age_net-utkface", "-o", tmp_path)
     assert_one_line_error(done, f"--output {tmp_path}: is a folder")
     assert ".tmp" not in done.stderr
+
+
+def test_many_photos_give_a_summary_and_table_forces_the_rows(tiny_run, tmp_path):
+    model = tiny_run / "run" / "best.pt"
+    crops = sorted((tiny_run / "data").glob("*.png"))[:22]
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    done = dldl("predict", *crops, tmp_path / "bad.jpg", "--crops", "--model", model, check=True)
+    text = " ".join(done.stdout.split())
+    assert "23 photos, 22 faces" in text and "1 could not be read" in text and "bad.jpg: not a readable image" in text
+    assert "every face: --table, --json or --csv FILE" in text and "┃ file" not in done.stdout
+    table = dldl("predict", *crops, "--crops", "--model", model, "--table", check=True)
+    assert table.stdout.count(".png") == 22
+
+
+def test_json_names_the_model_and_gives_distributions_on_request(tiny_run, tmp_path):
+    import csv
+
+    model = tiny_run / "run" / "best.pt"
+    out = tmp_path / "faces.csv"
+    rows = json.loads(dldl("predict", *_crops(tiny_run), "--crops", "--model", model, "--json", "--distribution",
+                           "--csv", out, check=True).stdout.strip().splitlines()[-1])
+    assert rows[0]["model"] == str(model) and len(rows[0]["model_version"]) == 12
+    face = rows[0]["faces"][0]
+    assert len(face["distribution"]["probs"]) == len(face["distribution"]["labels"]) == 101 and "flags" in face
+    with open(out, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["face"] for r in table] == ["1", "1"] and "note" in table[0]  # faces numbered from 1, as in the table

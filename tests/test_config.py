@@ -95,7 +95,7 @@ def test_spec_round_trips_through_pt_onnx_and_card(tmp_path):
     pytest.importorskip("onnxruntime")
     from dldl.checkpoint import save_checkpoint
     from dldl.export import export, load_exported
-    from dldl.predict import Estimator
+    from dldl.inference import Estimator
     from dldl.pretrained import export_shipped, load
 
     spec = ModelSpec("tiny_age_net", LabelSet(0, 80, 1), "dldl_v2", 64, "age", "utkface", {"hybrid_pool": False},

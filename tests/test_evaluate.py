@@ -4,7 +4,7 @@ from PIL import Image
 
 from dldl.data.sources import read_manifest_csv
 from dldl.evaluate import evaluate
-from dldl.predict import Estimator
+from dldl.inference import Estimator
 
 
 def test_report_and_plots(tiny_run, tmp_path):

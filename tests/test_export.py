@@ -5,7 +5,7 @@ import pytest
 
 from dldl.errors import CheckpointError
 from dldl.export import export, load_exported
-from dldl.predict import Estimator
+from dldl.inference import Estimator
 from dldl.pretrained import load
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dldl.faces import Face
-from dldl.predict import Estimator, Predictor
+from dldl.inference import Estimator, Predictor
 
 
 class FixedDetector:
@@ -31,7 +31,7 @@ def test_crops_and_detected_faces(tiny_run):
     faces = Predictor(est, FixedDetector(lm)).predict(photo)
     assert len(faces) == 1 and faces[0].crop.shape == (est.cache_size, est.cache_size, 3)
     d = faces[0].to_dict("age")
-    assert set(d) == {"box", "landmarks", "score", "age", "interval_90"} and d["score"] == 0.99
+    assert set(d) == {"box", "landmarks", "score", "age", "interval_90", "flags"} and d["score"] == 0.99
     assert Predictor(est, NoFace()).predict(photo) == []
 
 
@@ -56,3 +56,68 @@ def test_real_photo_has_faces():
     photos = sorted(PHOTOS_DIR.glob("*.jpg"))
     counts = [len(pred.predict(np.asarray(read_image(p)))) for p in photos]
     assert all(c >= 1 for c in counts) and max(counts) >= 2
+
+
+# ----------------------------------------------------------------- flags: when not to trust an estimate
+
+def _face(**kw):
+    from dldl.inference import FacePrediction
+
+    base = dict(box=(0.0, 0.0, 120.0, 140.0), landmarks=np.zeros((5, 2)), score=0.95, value=30.0, interval=(24.0, 37.0),
+                distribution=None, crop=np.zeros((8, 8, 3), np.uint8))
+    return FacePrediction(**{**base, **kw})
+
+
+@pytest.mark.parametrize("change, flag", [
+    ({}, None),
+    ({"score": 0.81}, "low_score"),
+    ({"box": (0.0, 0.0, 30.0, 36.0)}, "small_face"),
+    ({"interval": (10.0, 80.0)}, "flat_distribution"),
+    ({"value": 70.0}, "outside_training_range"),
+    ({"distribution": np.exp(-0.5 * ((np.arange(101.0) - 20) / 4) ** 2) + np.exp(-0.5 * ((np.arange(101.0) - 70) / 4) ** 2)},
+     "two_peaks"),
+])
+def test_face_flags(change, flag):
+    from dldl.inference import face_flags
+    from dldl.labels import LabelSet
+    from dldl.models.spec import ModelSpec
+
+    spec = ModelSpec("tiny_age_net", LabelSet(0, 100, 1), label_range=(21.0, 60.0))
+    assert face_flags(_face(**change), spec) == (() if flag is None else (flag,))
+
+
+def test_given_crops_are_never_flagged_small():
+    from dldl.inference import face_flags
+    from dldl.labels import LabelSet
+    from dldl.models.spec import ModelSpec
+
+    assert face_flags(_face(box=(0.0, 0.0, 24.0, 24.0), landmarks=None, score=None), ModelSpec("tiny_age_net", LabelSet(0, 100, 1))) == ()
+
+
+# ----------------------------------------------------------------- dldl.predict, the one call
+
+def test_one_call_predict_takes_paths_images_and_arrays():
+    """A path, a PIL image, an RGB array and a BGR array of one photo give the same faces, as
+    the dicts of ``dldl predict --json``; a list gives a list."""
+    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
+    from PIL import Image
+
+    import dldl
+    from dldl.assets import PHOTOS_DIR
+
+    if "mobilenet_v2-age" not in dldl.list_pretrained():
+        pytest.skip("the shipped age model is not in this checkout")
+    path = sorted(PHOTOS_DIR.glob("*.jpg"))[0]
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    by_path = dldl.predict(path)
+    assert set(by_path) == {"path", "task", "model", "model_version", "faces", "error"}
+    assert by_path["model"] == "mobilenet_v2-age" and len(by_path["model_version"]) == 12 and by_path["faces"]
+    face = by_path["faces"][0]
+    assert {"box", "landmarks", "score", "age", "interval_90", "flags"} <= set(face) and "distribution" not in face
+    others = dldl.predict([Image.open(path), rgb, np.ascontiguousarray(rgb[:, :, ::-1])], distribution=True)
+    others[2] = dldl.predict(np.ascontiguousarray(rgb[:, :, ::-1]), bgr=True, distribution=True)
+    for other in others:
+        assert [f["age"] for f in other["faces"]] == pytest.approx([f["age"] for f in by_path["faces"]], abs=0.05)
+        assert len(other["faces"][0]["distribution"]["probs"]) == 117
+    with pytest.raises(ValueError, match=r"must be \(H, W, 3\) uint8, got float64 \(4, 4\)"):
+        dldl.predict(np.zeros((4, 4)))

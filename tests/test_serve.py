@@ -44,7 +44,7 @@ def post(client, filename, data, **params):
 @pytest.mark.parametrize("task", ["age", "beauty"])
 def test_photo_matches_predictor(client, detector, task):
     from dldl.data.images import read_image
-    from dldl.predict import Predictor
+    from dldl.inference import Predictor
 
     response = post(client, PHOTO.name, PHOTO.read_bytes(), task=task)
     assert response.status_code == 200, response.text

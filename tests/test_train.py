@@ -19,7 +19,7 @@ from dldl.checkpoint import load_checkpoint
 from dldl.data.cache import load_cached
 from dldl.data.datasets import load_dataset
 from dldl.evaluate import prediction_report
-from dldl.predict import Estimator
+from dldl.inference import Estimator
 from dldl.train import TrainConfig, train
 
 

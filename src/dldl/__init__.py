@@ -1,5 +1,7 @@
 """dldl: facial age and attractiveness estimation by deep label-distribution learning (DLDL-v2).
 
+One call gives every face in a photo: ``dldl.predict("party.jpg")`` (:func:`dldl.inference.predict`).
+
 >>> import dldl
 >>> dldl.create_model("tiny_age_net").head.out_features
 101
@@ -7,6 +9,7 @@
 
 __version__ = "0.1.0"
 
+from dldl.inference import predict  # noqa: E402
 from dldl.labels import LabelSet  # noqa: E402
 from dldl.models import create_model, list_models  # noqa: E402
 
@@ -26,4 +29,4 @@ def list_pretrained() -> list[str]:
     return _list()
 
 
-__all__ = ["LabelSet", "create_model", "list_models", "load", "list_pretrained", "__version__"]
+__all__ = ["LabelSet", "create_model", "list_models", "load", "list_pretrained", "predict", "__version__"]

@@ -20,12 +20,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from dldl.assets import PHOTOS_DIR, SAMPLES_DIR
+from dldl.data.datasets import DATASETS
 from dldl.errors import DldlError, first_line
+from dldl.losses import OBJECTIVES
+from dldl.models.registry import list_models
 from dldl.pretrained import DEFAULT_MODELS
 
 DEFAULT_MODEL = DEFAULT_MODELS["age"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Facial age and attractiveness estimation by deep label-distribution learning (DLDL-v2).")
 err = Console(stderr=True, emoji=False, highlight=False)
 stdout = Console(emoji=False, highlight=False)
@@ -88,23 +91,29 @@ def _fail(message: str) -> None:
 def train(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of TrainConfig fields.")] = None,
     profile: Annotated[Optional[str], typer.Option(help="Preset: 'cpu' (64 px TinyAgeNet) or 'paper' (224 px, 60 epochs).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="utkface, mebeauty, chalearn15, chalearn16, morph, scut-fbp5500, scut-fbp, cfd or csv.")] = None,
-    root: Annotated[Optional[str], typer.Option(help="Dataset folder (or the CSV manifest for --dataset csv).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="thin_age_net, tiny_age_net or vgg16_bn.")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="dldl_v2, dldl, softmax, l1, l2, ranking or expectation_l1.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(DATASETS)}.")] = None,
+    root: Annotated[Optional[str], typer.Option(help="Dataset folder, or for --dataset csv your CSV: a header "
+                                                     "line, then one row per image, columns path,label[,sigma] "
+                                                     "(paths relative to the CSV; a validation share is held out).")] = None,
+    model: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_models())}.")] = None,
+    loss: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(OBJECTIVES)}.")] = None,
     epochs: Annotated[Optional[int], typer.Option()] = None,
     batch_size: Annotated[Optional[int], typer.Option()] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Network input side, a multiple of 32.")] = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder (checkpoints, log.jsonl, report.json).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Start again in an OUT that holds a run (removes its checkpoints and log).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again in an OUT that holds a run (removes its checkpoints and log).")] = False,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any TrainConfig field: --set lam=0.1 --set labels=1:10:0.1")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any TrainConfig field: --set lam=0.1 --set labels=1:10:0.1 "
+                                                                   "--set init_from=mobilenet_v2-age (a shipped model or a checkpoint)")] = None,
 ) -> None:
-    """Train a model. Example (CPU, UTKFace coral split):
+    """Train a model.
 
-    dldl train --profile cpu --root ../shared/data/utkface --out runs/tiny64
+    \b
+    Examples (CPU):
+      dldl train --profile cpu --root ../shared/data/utkface --out runs/tiny64
+      dldl train --dataset csv --root my_faces.csv --out runs/mine --set init_from=mobilenet_v2-age --model mobilenet_v2 --input-size 96
     """
     from dldl.train import TrainConfig
     from dldl.train import train as run_training
@@ -132,7 +141,8 @@ def eval_(
     model: Annotated[str, typer.Option(help="A shipped model name (dldl info) or a checkpoint path.")] = DEFAULT_MODEL,
     dataset: Annotated[str, typer.Option(help="Dataset kind (see dldl train --help).")] = "utkface",
     root: Annotated[Optional[str], typer.Option(help="Dataset folder (or CSV manifest).")] = None,
-    split: Annotated[str, typer.Option(help="Split name or split file, e.g. coral_test.")] = "coral_test",
+    split: Annotated[Optional[str], typer.Option(help="Split name or split file (default: the dataset's test split, "
+                                                     "e.g. coral_test for UTKFace; none for a CSV).")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write PNG plots into this folder.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report to this file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report as the last stdout line.")] = False,
@@ -140,14 +150,16 @@ def eval_(
     cache_dir: Annotated[Optional[str], typer.Option(help="Decoded-image cache folder (default ~/.cache/dldl).")] = None,
 ) -> None:
     """Evaluate a model on a dataset split: MAE, CS, epsilon-error, RMSE, Pearson, MAE by group."""
-    from dldl.data.datasets import load_dataset
+    from dldl.data.datasets import get_dataset, load_dataset
     from dldl.data.sources import check_labels_in
     from dldl.evaluate import evaluate
     from dldl.outputs import check_output_dir, check_output_file
     from dldl.pretrained import load
 
-    if root is None and dataset != "csv":
-        raise DldlError("no dataset folder: give --root DIR")
+    if root is None:
+        raise DldlError("no dataset: give --root DIR (or --root FILE.csv with --dataset csv)")
+    if split is None:
+        split = get_dataset(dataset).test_split
     if out is not None:
         check_output_file(out, "--out")
     if plots is not None:
@@ -155,7 +167,7 @@ def eval_(
     estimator = load(model, device)
     samples = load_dataset(dataset, root, split)
     check_labels_in(samples, estimator.labels)
-    report = {"model": str(model), "dataset": dataset, "split": split,
+    report = {"model": str(model), "dataset": dataset, "split": split or "",
               **evaluate(estimator, samples, cache_dir, plots, progress=not as_json)}
     if out:
         _save_atomic(out, Path.write_text, json.dumps(report, indent=1))
@@ -165,7 +177,7 @@ def eval_(
         return
     from rich.text import Text
 
-    table = Table(title=Text(f"{_printable(str(model))} on {dataset}/{_printable(split)} ({report['count']} images)"))
+    table = Table(title=Text(f"{_printable(str(model))} on {dataset}/{_printable(split or Path(root).name)} ({report['count']} images)"))
     table.add_column("metric")
     table.add_column("flip TTA", justify="right")
     table.add_column("no TTA", justify="right")
@@ -186,6 +198,10 @@ def predict(
     save_dir: Annotated[Optional[Path], typer.Option(help="Write each photo with boxes and estimates drawn into this folder.")] = None,
     plot_distributions: Annotated[bool, typer.Option("--plot-distributions", help="With --save-dir, also plot each face's predicted distribution.")] = False,
     no_tta: Annotated[bool, typer.Option("--no-tta", help="Skip horizontal-flip test-time augmentation.")] = False,
+    min_score: Annotated[float, typer.Option(help="Keep faces the detector scores at least this (0-1).")] = 0.7,
+    min_face_size: Annotated[float, typer.Option(help="Keep faces at least this many pixels wide.")] = 20.0,
+    distribution: Annotated[bool, typer.Option("--distribution", help="With --json, add each face's distribution.")] = False,
+    full_table: Annotated[bool, typer.Option("--table", help="Print every face even for many photos (default: a summary over 20 photos).")] = False,
     runtime: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime; the model is exported once and cached).")] = "torch",
     device: Annotated[str, typer.Option()] = "cpu",
     strict: Annotated[bool, typer.Option("--strict", help="Exit with status 1 if any input could not be read.")] = False,
@@ -196,8 +212,9 @@ def predict(
     reported and skipped, the others continue.
     """
     from dldl.data.images import IMAGE_SUFFIXES, read_image
+    from dldl.inference import PhotoResult, Predictor
     from dldl.outputs import check_output_dir, check_output_file, output_names
-    from dldl.predict import PhotoResult, Predictor
+    from dldl.plots import annotate_photo
     from dldl.pretrained import load
     from dldl.progress import track
 
@@ -216,11 +233,15 @@ def predict(
         check_output_file(csv_path, "--csv")
     if save_dir is not None:
         check_output_dir(save_dir, "--save-dir")
+    if not 0 <= min_score <= 1:
+        raise DldlError(f"--min-score {min_score}: must be in [0, 1]")
+    if not 0 <= min_face_size < 100_000:
+        raise DldlError(f"--min-face-size {min_face_size}: must be >= 0 (pixels)")
     detector = None
     if not crops:
         from dldl.faces import get_detector
 
-        detector = get_detector()
+        detector = get_detector(min_score=min_score, min_size=min_face_size)
     predictor = Predictor(load(model, device, runtime), detector, tta_flip=not no_tta)
     name = predictor.estimator.task
     pictures = output_names(files, save_dir, name) if save_dir is not None else []
@@ -228,24 +249,26 @@ def predict(
     results: list[dict[str, Any]] = []
     written: list[Path] = []
     failed: list[str] = []
-    for i, f in enumerate(track(files, len(files), "predicting", enabled=not as_json and len(files) > 10)):
+    for i, f in enumerate(track(files, len(files), "predicting", enabled=len(files) > 3)):  # stderr, terminals only
         try:
             image = read_image(f)
-            faces = predictor.predict(np.asarray(image))
+            result = predictor.result(np.asarray(image), str(f), str(model))
         except DldlError as e:  # one line naming the file; the other files continue
-            results.append(PhotoResult(str(f), [], name, str(model), error=f"{f}: {getattr(e, 'problem', e)}").to_dict())
+            results.append(PhotoResult(str(f), [], name, str(model), error=f"{f}: {getattr(e, 'problem', e)}",
+                                       model_version=predictor.estimator.version).to_dict())
             continue
-        results.append(PhotoResult(str(f), faces, name, str(model), predictor.estimator.labels).to_dict())
+        faces = result.faces
+        results.append(result.to_dict(distribution))
         if save_dir is not None and not failed:
             try:
-                _save_atomic(pictures[i], _annotate(image, faces, name).save, "JPEG", quality=90)
+                _save_atomic(pictures[i], annotate_photo(image, faces, name).save, "JPEG", quality=90)
                 written.append(pictures[i])
                 if plots and faces and faces[0].distribution is not None:
                     from dldl.plots import plot_face_distributions
 
                     plot_face_distributions(np.stack([face.crop for face in faces]), np.stack([face.distribution for face in faces]),
                                             predictor.estimator.labels.values().numpy(), plots[i],
-                                            pred=np.array([face.value for face in faces]))
+                                            pred=np.array([face.value for face in faces]), label_name=name)
                     written.append(plots[i])
             except OSError as e:  # e.g. the disk filled: no more pictures, the estimates go on
                 failed.append(f"{_printable(str(pictures[i].parent))}: {e.strerror or first_line(e)}")
@@ -257,8 +280,10 @@ def predict(
             failed.append(f"{_printable(str(csv_path))}: {e.strerror or first_line(e)}")
     if as_json:
         typer.echo(json.dumps(results))
-    else:
+    elif full_table or len(results) <= SUMMARY_OVER:
         _print_table(results, name, str(model))
+    else:
+        _print_summary(results, name, str(model))
     for path in written:
         err.print(f"wrote {escape(_printable(str(path)))}", soft_wrap=True)
     if failed:  # the estimates were printed above; what could not be written is named here
@@ -278,17 +303,6 @@ def _save_atomic(path: Path, write, *args: Any, **kwargs: Any) -> None:  # noqa:
         write(tmp, *args, **kwargs)
 
 
-def _annotate(image, faces, name: str):
-    from PIL import ImageDraw
-
-    out = image.copy()
-    draw = ImageDraw.Draw(out)
-    for face in faces:
-        draw.rectangle(face.box, outline=(255, 60, 60), width=max(2, out.width // 300))
-        draw.text((face.box[0] + 3, face.box[1] + 3), f"{name} {face.value:.1f}", fill=(255, 255, 0))
-    return out
-
-
 def _write_csv(path: Path, results: list[dict[str, Any]], name: str) -> None:
     """One row per face, faces numbered from 1 as in the table; a photo without faces gets one
     row saying why."""
@@ -296,14 +310,37 @@ def _write_csv(path: Path, results: list[dict[str, Any]], name: str) -> None:
 
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "face", "x0", "y0", "x1", "y1", "score", name, "p5", "p95", "error"])
+        w.writerow(["path", "face", "x0", "y0", "x1", "y1", "score", name, "p5", "p95", "note", "error"])
         for r in results:
             path = _printable(r["path"])
             for i, face in enumerate(r["faces"], 1):
                 iv = face["interval_90"] or [None, None]
-                w.writerow([path, i, *face["box"], face["score"], face[name], *iv, ""])
+                w.writerow([path, i, *face["box"], face["score"], face[name], *iv, " ".join(face["flags"]), ""])
             if not r["faces"]:
-                w.writerow([path, "", "", "", "", "", "", "", "", "", _printable(r["error"] or "no face found")])
+                w.writerow([path, "", "", "", "", "", "", "", "", "", "", _printable(r["error"] or "no face found")])
+
+
+SUMMARY_OVER = 20
+"""``dldl predict`` prints a summary instead of the full table for more photos than this (``--table``: always the table)."""
+
+
+def _print_summary(results: list[dict[str, Any]], name: str, model: str) -> None:
+    faces = [f for r in results for f in r["faces"]]
+    failed = [r for r in results if r["error"]]
+    flagged = sum(1 for f in faces if f["flags"])
+    values = np.array([f[name] for f in faces]) if faces else None
+    lines = [f"{len(results)} photos, {len(faces)} faces ({flagged} flagged), "
+             f"{sum(1 for r in results if not r['faces'] and not r['error'])} photos without a face, "
+             f"{len(failed)} could not be read ({_printable(model)})"]
+    if values is not None:
+        lines.append(f"{name}: median {np.median(values):.1f}, range {values.min():.1f}-{values.max():.1f}")
+    for r in failed[:5]:
+        lines.append(f"  {_printable(r['error'])}")
+    if len(failed) > 5:
+        lines.append(f"  ... and {len(failed) - 5} more")
+    lines.append("every face: --table, --json or --csv FILE")
+    for line in lines:
+        stdout.print(line, markup=False)
 
 
 def _print_table(results: list[dict[str, Any]], name: str, model: str) -> None:
@@ -316,10 +353,10 @@ def _print_table(results: list[dict[str, Any]], name: str, model: str) -> None:
         file = Text(_printable(Path(r["path"]).name))
         if r["error"] or not r["faces"]:
             table.add_row(file, "", "", "", "", Text(_printable((r["error"] or "no face found").removeprefix(f"{r['path']}: "))))
-        for i, face in enumerate(r["faces"]):
+        for i, face in enumerate(r["faces"], 1):
             iv = face["interval_90"]
-            table.add_row(file, str(i + 1), " ".join(f"{v:.0f}" for v in face["box"]), f"{face[name]:.1f}",
-                          f"{iv[0]:g}-{iv[1]:g}" if iv else "", "")
+            table.add_row(file, str(i), " ".join(f"{v:.0f}" for v in face["box"]), f"{face[name]:.1f}",
+                          f"{iv[0]:g}-{iv[1]:g}" if iv else "", ", ".join(face["flags"]).replace("_", " "))
     stdout.print(table)
 
 

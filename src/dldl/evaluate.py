@@ -14,8 +14,8 @@ import numpy as np
 
 from dldl.data.cache import load_cached
 from dldl.data.samples import SampleList
+from dldl.inference import Estimator, Prediction
 from dldl.metrics import regression_report
-from dldl.predict import Estimator, Prediction
 
 
 def prediction_report(pred: Prediction, samples: SampleList, task: str = "age") -> dict[str, Any]:

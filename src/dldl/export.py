@@ -4,7 +4,7 @@ The exported graph maps a normalised float batch ``(N, 3, S, S)`` (``S`` = the m
 to logits ``(N, outputs)``; the batch size is dynamic. Everything needed to turn logits into
 estimates is the model's :class:`~dldl.models.spec.ModelSpec`, stored in the file itself: ONNX
 ``metadata_props["dldl"]`` / TorchScript extra file ``dldl.json``, as ``{"spec": spec.to_dict()}``. So an exported file is
-self-contained: ``dldl.load("model.onnx")`` gives a ready :class:`~dldl.predict.Estimator`.
+self-contained: ``dldl.load("model.onnx")`` gives a ready :class:`~dldl.inference.Estimator`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from dldl.checkpoint import atomic_path
 from dldl.errors import CheckpointError, DldlError, first_line
+from dldl.inference import Estimator
 from dldl.models.spec import ModelSpec
-from dldl.predict import Estimator
 
 FORMATS = ("onnx", "torchscript")
 

@@ -17,8 +17,8 @@ from dldl.assets import MODELS_DIR
 from dldl.checkpoint import atomic_path, file_sha256, load_checkpoint, save_checkpoint
 from dldl.devices import resolve_device
 from dldl.errors import CheckpointError, DldlError
+from dldl.inference import Estimator
 from dldl.models.spec import ModelSpec
-from dldl.predict import Estimator
 
 DEFAULT_MODELS = {"age": "mobilenet_v2-age", "beauty": "mobilenet_v2-mebeauty"}
 """The model ``dldl predict`` and ``dldl serve`` use for each task."""
@@ -39,7 +39,7 @@ def model_card(name: str) -> dict[str, Any]:
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: str = "torch") -> Estimator:
-    """A ready :class:`~dldl.predict.Estimator` from a shipped model name, a checkpoint path, or an
+    """A ready :class:`~dldl.inference.Estimator` from a shipped model name, a checkpoint path, or an
     exported ``.onnx`` / ``.torchscript`` file.
 
     ``runtime="onnx"`` runs a torch model through ONNX Runtime: it is exported once to
@@ -58,7 +58,9 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
     device = resolve_device(device)  # a bad --device is named as such, before any model file is read
     path = Path(name_or_path)
     if path.suffix in (".onnx", ".torchscript"):
-        return load_exported(path)
+        exported = load_exported(path)
+        exported.meta["sha256"] = file_sha256(path)
+        return exported
     card: dict[str, Any] = {}
     if path.suffix in (".pt", ".pth") or path.exists():
         weights = path
@@ -74,11 +76,15 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
         raise DldlError(f"{name_or_path}: neither a file nor a shipped model (shipped: {known})")
     card_spec = ModelSpec.from_dict(card["spec"]) if "spec" in card else None
     estimator = Estimator.from_checkpoint(weights, device, card_spec)
+    sha = file_sha256(weights)
+    estimator.meta["sha256"] = sha  # the model's version (``Estimator.version``)
     if runtime == "torch":
         return estimator
     from dldl.data.cache import default_cache_dir
 
-    return _onnx_copy(estimator, default_cache_dir() / "onnx" / f"{file_sha256(weights)}.onnx")
+    onnx = _onnx_copy(estimator, default_cache_dir() / "onnx" / f"{sha}.onnx")
+    onnx.meta["sha256"] = sha
+    return onnx
 
 
 def _onnx_copy(estimator: Estimator, path: Path) -> Estimator:

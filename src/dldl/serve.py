@@ -1,4 +1,4 @@
-"""``dldl serve``: a small web demo and JSON API over :class:`~dldl.predict.Predictor`.
+"""``dldl serve``: a small web demo and JSON API over :class:`~dldl.inference.Predictor`.
 
 :func:`create_app` loads the models and the face detector once, then serves
 
@@ -38,7 +38,7 @@ import dldl
 from dldl.assets import WEB_DIR
 from dldl.data.images import read_image
 from dldl.errors import DataError
-from dldl.predict import PhotoResult, Predictor
+from dldl.inference import Predictor
 from dldl.pretrained import DEFAULT_MODELS
 
 MAX_UPLOAD_BYTES = 10_000_000
@@ -63,6 +63,7 @@ class Face(BaseModel):
     age: float | None = None
     beauty: float | None = None
     interval_90: list[float] | None
+    flags: list[str] = []
     distribution: Distribution | None
 
 
@@ -74,6 +75,7 @@ class Result(BaseModel):
     error: str | None
     task: str | None = None
     model: str | None = None
+    model_version: str | None = None
 
 
 class BodyLimit:
@@ -111,7 +113,6 @@ def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, model: st
     """Decode an upload with :func:`read_image` (its checks, and the server's pixel cap) and
     predict; runs in the worker thread. A request still waiting, or still decoding, at its
     ``deadline`` (``time.monotonic()``) gets 503, so slow uploads cannot pile up behind each other."""
-    task = predictor.estimator.task
     if time.monotonic() > deadline:
         return _error(503, "server busy: the request waited past its time limit; retry shortly", name)
     with tempfile.NamedTemporaryFile(prefix="dldl-upload-") as tmp:
@@ -121,10 +122,9 @@ def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, model: st
             image = read_image(tmp.name, max_pixels)
             if time.monotonic() > deadline:
                 return _error(503, "server busy: the request ran past its time limit; retry shortly", name)
-            faces = predictor.predict(np.asarray(image))
+            result = predictor.result(np.asarray(image), name, model)
         except DataError as e:
             return _error(422, f"{name}: {e.problem.replace(tmp.name, name)}", name)
-    result = PhotoResult(name, faces, task, model, predictor.estimator.labels)
     return JSONResponse(result.to_dict(distribution=True))
 
 

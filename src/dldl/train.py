@@ -50,12 +50,12 @@ from dldl.data.sources import check_labels_in
 from dldl.devices import resolve_device
 from dldl.errors import CheckpointError, ConfigError, DataError, DldlError
 from dldl.evaluate import prediction_report
+from dldl.inference import Estimator
 from dldl.labels import LabelSet, gaussian_distribution, histogram_distribution, interval_distribution
 from dldl.losses import OBJECTIVES, get_objective
 from dldl.models.imagenet import imagenet_weights_path, load_imagenet_weights
 from dldl.models.registry import model_factory
 from dldl.models.spec import ModelSpec
-from dldl.predict import Estimator
 from dldl.progress import progress_bar
 
 SOURCE_KEYS = ("dataset", "root", "train_split", "val_split", "test_split", "weight", "target", "limit")
@@ -452,13 +452,24 @@ def load_training_data(cfg: TrainConfig, sources: list[Source], labels: LabelSet
                         torch.cat([b[0] for b in bounds]), torch.cat([b[1] for b in bounds]), val_images)
 
 
+def init_weights_path(name_or_path: str) -> Path:
+    """``init_from`` as a file: a checkpoint path, or the file of a shipped model name
+    (``mobilenet_v2-utkface``)."""
+    from dldl.pretrained import MODELS_DIR, list_pretrained
+
+    path = Path(name_or_path)
+    if not path.exists() and name_or_path in list_pretrained():
+        return MODELS_DIR / f"{name_or_path}.pt"
+    return path
+
+
 def build_model(cfg: TrainConfig, spec: ModelSpec, proc: Process, backbone: Path | None, resuming: bool) -> nn.Module:
     """The network of ``spec`` on ``proc.device``: initialised from ``init_from`` (tensors whose
     shapes match) or ImageNet ``backbone`` weights (unless resuming), SyncBN under multi-GPU DDP,
     channels_last when asked."""
     model = spec.create_model()
     if cfg.init_from:
-        src = load_checkpoint(cfg.init_from)["state_dict"]
+        src = load_checkpoint(init_weights_path(cfg.init_from))["state_dict"]
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
     elif backbone and not resuming:
@@ -578,6 +589,9 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
     load = lambda s: load_cached(s, cfg.cache_size, cfg.cache_dir, cfg.workers, progress=cfg.progress and master,  # noqa: E731
                                  template=cfg.template)
     data = load_training_data(cfg, sources, labels, load, master)
+    if master:
+        counts = ", ".join(f"{src.name} {len(src.train)} train / {len(src.val)} val" for src in sources)
+        print(f"training {cfg.model} on {counts}; writing to {out}", flush=True)
     # (N, S, S, 3) uint8 copy on the device, batches gathered there (numpy gathers faster on CPU)
     device_images = torch.from_numpy(data.images).to(device) if cfg.cache_on_device else None
     n = len(data.images)

@@ -18,7 +18,7 @@ from dldl.labels import LabelSet
 from dldl.models import create_model, imagenet, list_models
 from dldl.models.imagenet import imagenet_weights_path, load_imagenet_weights
 from dldl.models.spec import ModelSpec
-from dldl.predict import Estimator
+from dldl.inference import Estimator
 from dldl.train import TrainConfig, train
 
 NAMES = ["mobilenet_v2", "efficientnet_lite0"]

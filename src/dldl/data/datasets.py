@@ -68,7 +68,7 @@ class DatasetInfo:
 def _csv(root: Path, split: str | None, **kw: Any) -> SampleList:
     if split and root.is_file():
         raise DataError(root, f"split {split!r} names a CSV in a folder, but the root is a CSV file (give the folder "
-                              "as the root, or no split: --set train_split=null --set test_split=null)")
+                              "as the root, or leave the split out)")
     return sources.read_manifest_csv(root / split if split else root, **kw)
 
 

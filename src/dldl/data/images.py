@@ -52,6 +52,12 @@ def _exif_upright(img: Image.Image, path: Path) -> Image.Image:
         return img
 
 
+def upright_rgb(img: Image.Image, name: str | Path = "<image>") -> Image.Image:
+    """``img`` (any mode) turned upright by its EXIF orientation and made 8-bit RGB, as
+    :func:`read_image` does for files; ``name`` is what a damaged-EXIF warning calls it."""
+    return _to_rgb(_exif_upright(img, Path(name)))
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image file as an 8-bit RGB PIL image with EXIF orientation applied.
 
@@ -86,8 +92,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
                 if w < 1 or h < 1:
                     raise DataError(p, f"image has no pixels ({w}x{h})")
                 img.load()
-                img = _exif_upright(img, p)
-                return _to_rgb(img)
+                return upright_rgb(img, p)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # Pillow's own, looser check

@@ -4,6 +4,7 @@ objective and input geometry, and turns uint8 face crops into estimates and labe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class Estimator:
     cache_size = property(lambda self: self.spec.cache_size)
     task = property(lambda self: self.spec.task)
     template = property(lambda self: self.spec.template)
+    version = property(lambda self: self.meta.get("sha256", "")[:12] or None)  # of the file it was loaded from
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", spec: ModelSpec | None = None
@@ -142,12 +144,77 @@ class FacePrediction:
     interval: tuple[float, float] | None
     distribution: np.ndarray | None
     crop: np.ndarray
+    flags: tuple[str, ...] = ()
 
     def to_dict(self, task: str) -> dict[str, Any]:
         return {"box": [round(v, 1) for v in self.box],
                 "landmarks": None if self.landmarks is None else np.round(self.landmarks, 1).tolist(),
                 "score": None if self.score is None else round(self.score, 3), task: round(self.value, 3),
-                "interval_90": None if self.interval is None else [round(v, 3) for v in self.interval]}
+                "interval_90": None if self.interval is None else [round(v, 3) for v in self.interval],
+                "flags": list(self.flags)}
+
+
+LOW_SCORE = 0.85
+"""A face kept by the detector but scored below this is flagged ``low_score`` (real faces in the
+bundled and MEBeauty photos score 0.8-0.95; an earring-and-background crop scored 0.81)."""
+SMALL_FACE = 40.0
+"""A face box narrower than this (photo pixels) is flagged ``small_face``: its crop is upscaled
+from too few pixels to show age."""
+FLAT_WIDTH = 0.35
+"""A 90% interval wider than this share of the label range is flagged ``flat_distribution``."""
+
+FLAGS = {
+    "low_score": f"the detector scored the face below {LOW_SCORE}: it may not be a face",
+    "small_face": f"the face is under {SMALL_FACE:g} px wide: too few pixels to judge",
+    "flat_distribution": f"the 90% interval spans over {FLAT_WIDTH:.0%} of the label range: the model is unsure",
+    "two_peaks": "the distribution has two separate peaks: two readings are about equally likely",
+    "outside_training_range": "the estimate lies outside the labels the model was trained on",
+}
+"""Why an estimate is not to be trusted: ``dldl predict``'s ``note`` column and JSON ``flags``."""
+
+
+def two_peaks(p: np.ndarray, ratio: float = 0.4) -> bool:
+    """Whether ``(K,)`` distribution ``p`` has two separate modes: after a short box smoothing, a
+    second local maximum at least ``ratio`` times the highest, with a valley between them below
+    60% of the lower peak.
+
+    >>> x = np.arange(100.0)
+    >>> bump = lambda m: np.exp(-0.5 * ((x - m) / 4) ** 2)
+    >>> two_peaks(bump(20) + bump(70)), two_peaks(bump(40)), two_peaks(bump(40) + bump(48))
+    (True, False, False)
+    """
+    if p.ndim != 1:
+        raise ValueError(f"p must be (K,), got shape {p.shape}")
+    k = max(3, len(p) // 40) | 1
+    s = np.convolve(p, np.ones(k) / k, mode="same")
+    peaks = [i for i in range(1, len(s) - 1) if s[i] >= s[i - 1] and s[i] > s[i + 1]]
+    if len(peaks) < 2:
+        return False
+    first = max(peaks, key=lambda i: s[i])
+    for i in sorted(peaks, key=lambda i: -s[i]):
+        if i != first and s[i] >= ratio * s[first]:
+            lo, hi = sorted((i, first))
+            if s[lo:hi + 1].min() < 0.6 * s[i]:
+                return True
+    return False
+
+
+def face_flags(face: FacePrediction, spec: ModelSpec) -> tuple[str, ...]:
+    """The :data:`FLAGS` that apply to ``face`` as estimated by a model of ``spec``."""
+    flags = []
+    if face.score is not None and face.score < LOW_SCORE:
+        flags.append("low_score")
+    if face.landmarks is not None and face.box[2] - face.box[0] < SMALL_FACE:
+        flags.append("small_face")
+    span = spec.labels.stop - spec.labels.start
+    if face.interval is not None and span > 0 and face.interval[1] - face.interval[0] > FLAT_WIDTH * span:
+        flags.append("flat_distribution")
+    if face.distribution is not None and two_peaks(face.distribution):
+        flags.append("two_peaks")
+    low, high = spec.label_range or (spec.labels.start, spec.labels.stop)
+    if not low - 1 <= face.value <= high + 1:
+        flags.append("outside_training_range")
+    return tuple(flags)
 
 
 MIN_CROP_SIDE = 20  # a given face crop smaller than this is refused (the detector's smallest face, min_size)
@@ -164,10 +231,12 @@ class PhotoResult:
     model: str
     labels: LabelSet | None = None
     error: str | None = None
+    model_version: str | None = None
 
     def to_dict(self, distribution: bool = False) -> dict[str, Any]:
-        """JSON-ready: ``{"path", "task", "model", "faces", "error"}``; each face as
-        :meth:`FacePrediction.to_dict`, with ``"distribution": {"labels", "probs"}`` when asked."""
+        """JSON-ready: ``{"path", "task", "model", "model_version", "faces", "error"}``; each face
+        as :meth:`FacePrediction.to_dict`, with ``"distribution": {"labels", "probs"}`` when asked.
+        ``model_version`` is the first 12 hex digits of the model file's sha256."""
         values = None if self.labels is None else [round(v, 4) for v in self.labels.values().tolist()]
         faces = []
         for face in self.faces:
@@ -176,7 +245,8 @@ class PhotoResult:
                 d["distribution"] = None if face.distribution is None or values is None else {
                     "labels": values, "probs": np.round(face.distribution, 5).tolist()}
             faces.append(d)
-        return {"path": self.path, "task": self.task, "model": self.model, "faces": faces, "error": self.error}
+        return {"path": self.path, "task": self.task, "model": self.model, "model_version": self.model_version,
+                "faces": faces, "error": self.error}
 
 
 class Predictor:
@@ -223,7 +293,71 @@ class Predictor:
             return []
         pred = self.estimator.predict_arrays(np.stack([c for _, c, _ in found]), self.tta_flip)
         intervals = pred.interval()
-        return [FacePrediction(box, None if face is None else face.landmarks, None if face is None else face.score,
-                               float(pred.estimate[i]), None if intervals is None else tuple(map(float, intervals[i])),
-                               None if pred.distribution is None else pred.distribution[i], crop)
-                for i, (face, crop, box) in enumerate(found)]
+        faces = [FacePrediction(box, None if face is None else face.landmarks, None if face is None else face.score,
+                                float(pred.estimate[i]), None if intervals is None else tuple(map(float, intervals[i])),
+                                None if pred.distribution is None else pred.distribution[i], crop)
+                 for i, (face, crop, box) in enumerate(found)]
+        return [dataclasses.replace(f, flags=face_flags(f, self.estimator.spec)) for f in faces]
+
+    def result(self, image: np.ndarray, path: str, model: str) -> PhotoResult:
+        """:meth:`predict` on ``image`` as the :class:`PhotoResult` of ``path``."""
+        return PhotoResult(path, self.predict(image), self.estimator.task, model, self.estimator.labels,
+                           model_version=self.estimator.version)
+
+
+_PREDICTORS: dict[tuple, Predictor] = {}
+
+
+def predict(images: Any, task: str = "age", model: str | None = None, distribution: bool = False, bgr: bool = False,
+            min_score: float = 0.7, min_face_size: float = 20.0, tta: bool = True, device: str = "cpu"
+            ) -> dict[str, Any] | list[dict[str, Any]]:
+    """Every face in a photo, in one call: ``dldl.predict("party.jpg")``.
+
+    Args:
+        images: a path, a ``PIL.Image``, an ``(H, W, 3)`` uint8 array (RGB, or BGR as OpenCV gives
+            with ``bgr=True``), or a list of them.
+        task: ``"age"`` or ``"beauty"``: picks the shipped model (``model`` overrides it).
+        model: a shipped model name, a checkpoint or an exported file.
+        distribution: add each face's ``{"labels", "probs"}``.
+        min_score, min_face_size: the detector keeps faces scored at least ``min_score`` and at
+            least ``min_face_size`` px wide.
+
+    Returns:
+        what ``dldl predict --json`` gives for each photo: ``{"path", "task", "model",
+        "model_version", "faces", "error"}``, each face with ``box``, ``landmarks``, ``score``,
+        the estimate under the task's name, ``interval_90`` and ``flags``; a list for a list.
+        The model and the detector are loaded once and kept for later calls.
+
+    Raises:
+        DataError: a path that cannot be read (one line naming it); ValueError: an array that is
+        not ``(H, W, 3)`` uint8.
+    """
+    from dldl.data.images import read_image
+    from dldl.faces import get_detector
+    from dldl.pretrained import DEFAULT_MODELS, load
+
+    if isinstance(images, list):
+        return [predict(x, task, model, distribution, bgr, min_score, min_face_size, tta, device) for x in images]
+    if model is None:
+        if task not in DEFAULT_MODELS:
+            raise DldlError(f"unknown task {task!r}; use one of {', '.join(DEFAULT_MODELS)}")
+        model = DEFAULT_MODELS[task]
+    key = (str(model), device, min_score, min_face_size, tta)
+    if key not in _PREDICTORS:
+        _PREDICTORS[key] = Predictor(load(model, device), get_detector(min_score=min_score, min_size=min_face_size),
+                                     tta_flip=tta)
+    predictor = _PREDICTORS[key]
+    path = None
+    if isinstance(images, (str, Path)):
+        path, array = str(images), np.asarray(read_image(images))
+    elif hasattr(images, "convert") and hasattr(images, "size"):  # a PIL image
+        from dldl.data.images import upright_rgb
+
+        array = np.asarray(upright_rgb(images))
+    else:
+        array = np.asarray(images)
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"an image array must be (H, W, 3) uint8, got {array.dtype} {array.shape}")
+        if bgr:
+            array = array[:, :, ::-1]
+    return predictor.result(np.ascontiguousarray(array), path or "<image>", str(model)).to_dict(distribution)
