@@ -7,6 +7,7 @@ problem, with exit status 2; ``--debug`` shows the full traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import warnings
@@ -205,11 +206,16 @@ def predict(
     runtime: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime; the model is exported once and cached).")] = "torch",
     device: Annotated[str, typer.Option()] = "cpu",
     strict: Annotated[bool, typer.Option("--strict", help="Exit with status 1 if any input could not be read.")] = False,
+    every: Annotated[Optional[int], typer.Option(help="Videos: use every N-th frame.")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Videos: sample this many frames a second (default 2).")] = None,
+    frames: Annotated[bool, typer.Option("--frames", help="Each folder given is the frames of one video (sorted by name).")] = False,
 ) -> None:
-    """Estimate the age (or beauty) of every face in photos, offline.
+    """Estimate the age (or beauty) of every face in photos or videos, offline.
 
     Faces are detected, aligned to the model's training crops and estimated; unreadable files are
-    reported and skipped, the others continue.
+    reported and skipped, the others continue. Videos (.mp4, .mov, .avi, .mkv, .webm) and folders
+    of frames (--frames) are sampled, faces are tracked across frames, and each track gets one
+    estimate (one JSON line per track with --json; an annotated .mp4 with --save-dir).
     """
     from dldl.data.images import IMAGE_SUFFIXES, read_image
     from dldl.inference import PhotoResult, Predictor
@@ -217,9 +223,22 @@ def predict(
     from dldl.plots import annotate_photo
     from dldl.pretrained import load
     from dldl.progress import track
+    from dldl.video import VIDEO_SUFFIXES
 
     default_dir = SAMPLES_DIR if crops else PHOTOS_DIR
-    files = _expand(paths or [str(default_dir)], IMAGE_SUFFIXES)
+    videos = frames or any(Path(p).suffix.lower() in VIDEO_SUFFIXES for p in paths or [])
+    if videos:
+        files = [Path(p) for p in paths or []]
+        kind = "folders of frames" if frames else "videos"
+        if frames and not all(f.is_dir() for f in files):
+            raise DldlError("--frames: give folders of frames (photos and videos go in runs of their own)")
+        if not frames and not all(f.suffix.lower() in VIDEO_SUFFIXES for f in files):
+            raise DldlError(f"give photos and {kind} in separate runs (the outputs differ: a face per photo, a track per video)")
+        if crops or csv_path is not None or plot_distributions:
+            raise DldlError(f"--crops, --csv and --plot-distributions are for photos, not {kind}")
+    elif every is not None or fps is not None:
+        raise DldlError("--every and --fps are for videos (.mp4, .mov, ...) or --frames folders")
+    files = files if videos else _expand(paths or [str(default_dir)], IMAGE_SUFFIXES)
     if not files:
         raise DldlError(f"no image files found in {', '.join(paths or [str(default_dir)])}")
     if model is None:
@@ -244,6 +263,11 @@ def predict(
         detector = get_detector(min_score=min_score, min_size=min_face_size)
     predictor = Predictor(load(model, device, runtime), detector, tta_flip=not no_tta)
     name = predictor.estimator.task
+    if videos:
+        code = _predict_videos(files, predictor, str(model), as_json, save_dir, every, fps, frames, strict)
+        if code:
+            raise typer.Exit(code)
+        return
     pictures = output_names(files, save_dir, name) if save_dir is not None else []
     plots = output_names(files, save_dir, f"{name}_distributions", ".png") if plot_distributions and save_dir else []
     results: list[dict[str, Any]] = []
@@ -293,6 +317,67 @@ def predict(
     unreadable = sum(1 for r in results if r["error"])
     if unreadable == len(results) or (strict and unreadable):
         raise typer.Exit(EXIT_INPUTS)
+
+
+def _predict_videos(sources: list[Path], predictor: Any, model: str, as_json: bool, save_dir: Path | None,
+                    every: int | None, fps: float | None, frames: bool, strict: bool) -> int:
+    """Each video (or folder of frames): sampled, faces tracked, one line per track; the exit code."""
+    from PIL import Image
+    from rich.text import Text
+
+    from dldl.checkpoint import atomic_path
+    from dldl.errors import DataError
+    from dldl.outputs import output_names
+    from dldl.plots import annotate_photo
+    from dldl.video import VideoWriter, frame_rate, read_frame_folder, read_frames, track_faces
+
+    name, est = predictor.estimator.task, predictor.estimator
+    outputs = output_names(sources, save_dir, name, ".mp4") if save_dir is not None else []
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    for i, src in enumerate(sources):
+        rate = (fps or 2.0) if frames or fps or not every else (frame_rate(src) or 25.0) / every
+        try:
+            sampled = read_frame_folder(src, every) if frames else read_frames(src, every, fps)
+            with contextlib.ExitStack() as stack:
+                writer = None
+                if outputs:
+                    tmp = stack.enter_context(atomic_path(outputs[i]))
+                    writer = stack.enter_context(VideoWriter(tmp, rate))
+
+                def draw(frame, faces, ids, writer=writer):  # noqa: ANN001
+                    if writer is not None:
+                        writer.write(np.asarray(annotate_photo(Image.fromarray(frame.image), faces, name, ids)))
+
+                tracks = track_faces(sampled, predictor, on_frame=draw)
+        except DataError as e:
+            failed += 1
+            rows.append({"video": str(src), "track": None, "error": str(e)})
+            continue
+        rows += [t.to_dict(str(src), name, est.labels, model, est.version) | {"error": None} for t in tracks]
+        if not tracks:
+            rows.append({"video": str(src), "track": None, "error": None, "note": "no face found"})
+        if outputs:
+            err.print(f"wrote {escape(_printable(str(outputs[i])))}", soft_wrap=True)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+    else:
+        table = Table(title=Text(f"{name} by face track ({_printable(model)})"))
+        for col in ("video", "track", "frames", "seconds", name, "5-95% interval", "note"):
+            table.add_column(col)
+        for r in rows:
+            video = Text(_printable(Path(r["video"]).name))
+            if r["track"] is None:
+                table.add_row(video, "", "", "", "", "", Text(_printable(r["error"] or r.get("note", ""))))
+                continue
+            span = f"{r['first_frame']}-{r['last_frame']}"
+            secs = "" if r["first_time"] is None else f"{r['first_time']:.1f}-{r['last_time']:.1f}"
+            iv = r["interval_90"]
+            table.add_row(video, str(r["track"]), f"{span} ({r['frames']})", secs, f"{r[name]:.1f}",
+                          f"{iv[0]:g}-{iv[1]:g}" if iv else "", "")
+        stdout.print(table)
+    return EXIT_INPUTS if failed and (strict or failed == len(sources)) else EXIT_OK
 
 
 def _save_atomic(path: Path, write, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001

@@ -301,11 +301,11 @@ def plot_training_curves(
 BOX_COLOURS = ((255, 196, 0), (0, 200, 255), (255, 90, 160), (120, 230, 90))  # bright, each with a dark outline
 
 
-def annotate_photo(image: Any, faces: Sequence[Any], task: str) -> Any:
+def annotate_photo(image: Any, faces: Sequence[Any], task: str, numbers: Sequence[int] | None = None) -> Any:
     """A copy of PIL ``image`` with each face's box and a numbered label ``"1  age 31.2 (25-38)"``,
     sized to the photo (readable on 400 px and on 4000 px photos) and drawn white on a dark tag,
     each box bright with a dark outline, so both show on light and dark backgrounds. Faces are
-    numbered from 1, as in the table, the CSV and the JSON order.
+    numbered from 1, as in the table, the CSV and the JSON order (or by ``numbers``, e.g. track ids).
 
     >>> from PIL import Image
     >>> from types import SimpleNamespace
@@ -320,7 +320,7 @@ def annotate_photo(image: Any, faces: Sequence[Any], task: str) -> Any:
     side = min(out.size)
     width = max(2, round(side / 250))
     font = ImageFont.load_default(size=max(12, round(side / 32)))
-    for n, face in enumerate(faces, 1):
+    for n, face in zip(numbers or range(1, len(faces) + 1), faces):
         colour = BOX_COLOURS[(n - 1) % len(BOX_COLOURS)]
         x0, y0, x1, y1 = face.box
         draw.rectangle((x0 - width, y0 - width, x1 + width, y1 + width), outline=(0, 0, 0), width=width)

@@ -1,0 +1,231 @@
+"""Videos: frames sampled from a clip (or a folder of frames), faces tracked across frames by box
+overlap, and one estimate per track.
+
+Each sampled frame goes through the photo pipeline (:class:`~dldl.inference.Predictor`). A face
+joins the track whose last box overlaps it most (intersection over union at least ``min_iou``);
+a track not seen for more than ``max_gap`` sampled frames ends. A track's estimate is read from
+the mean of its frames' distributions (its expectation equals the mean of the frames' estimates;
+its 5-95% interval is that of the pooled distribution), so one blurred frame cannot decide it.
+
+Clips are decoded by PyAV, whose wheels bundle FFmpeg: nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dldl.data.images import IMAGE_SUFFIXES, MAX_PIXELS, read_image
+from dldl.errors import DataError, first_line
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One sampled frame: its index in the clip, its time in seconds (``None`` for a folder of
+    frames) and its ``(H, W, 3)`` uint8 RGB pixels."""
+
+    index: int
+    time: float | None
+    image: np.ndarray
+
+
+def _check_sampling(every: int | None, fps: float | None) -> None:
+    if every is not None and fps is not None:
+        raise DataError(None, "give --every N or --fps F, not both")
+    if every is not None and every < 1:
+        raise DataError(None, f"--every {every}: must be a whole number >= 1")
+    if fps is not None and not 0 < fps <= 1000:
+        raise DataError(None, f"--fps {fps}: must be > 0")
+
+
+def read_frames(path: str | Path, every: int | None = None, fps: float | None = None) -> Iterator[Frame]:
+    """The frames of a video file: every ``every``-th frame, or ``fps`` frames a second of video
+    time (default: 2 a second).
+
+    Raises:
+        DataError: naming the file, when it cannot be opened or decoded, has no video stream, or
+            its frames have more than :data:`~dldl.data.images.MAX_PIXELS` pixels.
+    """
+    import av
+
+    _check_sampling(every, fps)
+    if every is None and fps is None:
+        fps = 2.0
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "file not found" if not p.exists() else "not a regular file")
+    try:
+        container = av.open(str(p))
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise DataError(p, f"not a readable video ({first_line(e)})") from None
+    with container:
+        if not container.streams.video:
+            raise DataError(p, "has no video stream")
+        stream = container.streams.video[0]
+        if stream.width * stream.height > MAX_PIXELS:
+            raise DataError(p, f"video frames of {stream.width}x{stream.height} pixels, above the limit of {MAX_PIXELS:,}")
+        next_time = 0.0
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                t = float(frame.time) if frame.time is not None else i / float(stream.average_rate or 25)
+                if every is not None:
+                    if i % every:
+                        continue
+                elif t + 1e-6 < next_time:
+                    continue
+                else:
+                    next_time += 1.0 / fps  # type: ignore[operator]
+                yield Frame(i, round(t, 3), frame.to_ndarray(format="rgb24"))
+        except av.error.FFmpegError as e:
+            raise DataError(p, f"cannot decode the video ({first_line(e)})") from None
+
+
+def frame_rate(path: str | Path) -> float | None:
+    """The average frame rate of a video file (``None`` when unknown or unreadable)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate if container.streams.video else None
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    return float(rate) if rate else None
+
+
+def read_frame_folder(folder: str | Path, every: int | None = None) -> Iterator[Frame]:
+    """The images of ``folder``, sorted by name, as the frames of one clip (every ``every``-th)."""
+    _check_sampling(every, None)
+    files = sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    if not files:
+        raise DataError(folder, "no image files to use as frames")
+    for i, f in enumerate(files):
+        if i % (every or 1) == 0:
+            yield Frame(i, None, np.asarray(read_image(f)))
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes.
+
+    >>> box_iou((0, 0, 10, 10), (5, 0, 15, 10))
+    0.3333333333333333
+    >>> box_iou((0, 0, 1, 1), (2, 2, 3, 3))
+    0.0
+    """
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    """One face followed across frames: per sampled frame its index, time, box, estimate and distribution."""
+
+    id: int
+    frames: list[int] = field(default_factory=list)
+    times: list[float | None] = field(default_factory=list)
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    distributions: list[np.ndarray | None] = field(default_factory=list)
+    missed: int = 0
+
+    def add(self, frame: Frame, face: Any) -> None:
+        self.frames.append(frame.index)
+        self.times.append(frame.time)
+        self.boxes.append(tuple(face.box))
+        self.values.append(face.value)
+        self.distributions.append(face.distribution)
+        self.missed = 0
+
+    def estimate(self, labels: Any) -> tuple[float, tuple[float, float] | None]:
+        """The track's estimate and 5-95% interval, from the mean of its frames' distributions."""
+        if any(d is None for d in self.distributions):
+            return float(np.median(self.values)), None
+        import torch
+
+        from dldl.labels import quantile
+
+        mean = torch.from_numpy(np.mean(np.stack(self.distributions), 0)[None])
+        interval = (float(quantile(mean, labels, 0.05)[0]), float(quantile(mean, labels, 0.95)[0]))
+        return float(np.mean(self.values)), interval
+
+    def to_dict(self, video: str, task: str, labels: Any, model: str, version: str | None) -> dict[str, Any]:
+        value, interval = self.estimate(labels)
+        return {"video": video, "track": self.id, "first_frame": self.frames[0], "last_frame": self.frames[-1],
+                "first_time": self.times[0], "last_time": self.times[-1], "frames": len(self.frames),
+                task: round(value, 3), "interval_90": None if interval is None else [round(v, 3) for v in interval],
+                "box": [round(v, 1) for v in self.boxes[-1]], "model": model, "model_version": version}
+
+
+def track_faces(frames: Iterator[Frame], predictor: Any, min_iou: float = 0.3, max_gap: int = 2,
+                on_frame: Any = None) -> list[Track]:
+    """Detect and estimate the faces of each frame with ``predictor`` and link them into tracks
+    (greedy, by the highest box overlap first). ``on_frame(frame, faces, track_ids)`` is called
+    for each frame (e.g. to write an annotated video). Tracks are numbered from 1 in order of
+    appearance."""
+    tracks: list[Track] = []
+    active: list[Track] = []
+    for frame in frames:
+        faces = predictor.predict(frame.image)
+        pairs = sorted(((box_iou(t.boxes[-1], f.box), ti, fi) for ti, t in enumerate(active) for fi, f in enumerate(faces)),
+                       reverse=True)
+        owner: dict[int, Track] = {}
+        used: set[int] = set()
+        for overlap, ti, fi in pairs:
+            if overlap < min_iou:
+                break
+            if ti in used or fi in owner:
+                continue
+            owner[fi] = active[ti]
+            used.add(ti)
+        for fi, face in enumerate(faces):
+            if fi not in owner:
+                owner[fi] = Track(len(tracks) + 1)
+                tracks.append(owner[fi])
+                active.append(owner[fi])
+            owner[fi].add(frame, face)
+        for t in active:
+            if t.frames[-1] != frame.index:
+                t.missed += 1
+        active = [t for t in active if t.missed <= max_gap]
+        if on_frame is not None:
+            on_frame(frame, faces, [owner[fi].id for fi in range(len(faces))])
+    return tracks
+
+
+class VideoWriter:
+    """Annotated frames into an H.264 MP4 (``with VideoWriter(path, fps) as w: w.write(rgb)``)."""
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        import av
+
+        self.path, self.fps, self.av = Path(path), fps, av
+        self.container = av.open(str(path), mode="w", format="mp4")
+        self.stream = None
+
+    def write(self, image: np.ndarray) -> None:
+        h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2  # yuv420p needs even sides
+        if self.stream is None:
+            from fractions import Fraction
+
+            self.stream = self.container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1000))
+            self.stream.width, self.stream.height, self.stream.pix_fmt = w, h, "yuv420p"
+        frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.stream is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        self.container.close()
