@@ -45,7 +45,7 @@ from dldl.labels import LabelSet
 from dldl.metrics import mae
 from dldl.models.vgg import AgeNet
 from dldl.models.spec import ModelSpec
-from dldl.predict import Estimator
+from dldl.inference import Estimator
 
 MODELS = ("thin_age_net", "tiny_age_net", "vgg16_bn")
 BACKENDS = ("eager", "channels_last", "compile", "onnxruntime", "int8-torch", "int8-onnxruntime")

@@ -27,7 +27,7 @@ import dldl
 from dldl.data.images import IMAGE_SUFFIXES, read_image
 from dldl.export import export, load_exported
 from dldl.faces import get_detector
-from dldl.predict import Predictor
+from dldl.inference import Predictor
 
 STAGES = ("decode", "detect", "align", "predict")
 PHOTOS = benchlib.SHARED_DATA / "mebeauty" / "original_images"

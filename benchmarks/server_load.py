@@ -78,13 +78,14 @@ def multipart(upload: Upload) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def send(port: int, upload: Upload, timeout: float = 300.0) -> dict:
-    """POST one upload on a fresh connection; the status, JSON body (or the failure) and latency."""
+def send(port: int, upload: Upload, timeout: float = 300.0, task: str | None = None) -> dict:
+    """POST one upload (for ``task``, default the server's first) on a fresh connection; the
+    status, JSON body (or the failure) and latency."""
     body, content_type = multipart(upload)
     start = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("POST", "/v1/predict", body, {"Content-Type": content_type})
+        conn.request("POST", "/v1/predict" + (f"?task={task}" if task else ""), body, {"Content-Type": content_type})
         response = conn.getresponse()
         status, raw = response.status, response.read()
     except (OSError, http.client.HTTPException) as e:

@@ -5,7 +5,8 @@
 * ``GET /``: the demo page (``assets/web/index.html``; it loads nothing from outside);
 * ``POST /v1/predict?task=age``: a multipart photo upload (field ``file``) -> one entry of
   ``dldl predict --json`` (``{"path", "faces", "error"}``), each face with its predicted distribution;
-* ``GET /v1/health``, ``GET /v1/models``; the OpenAPI schema at ``/openapi.json`` and a
+* ``GET /v1/health``, ``GET /v1/models``, ``GET /v1/samples`` (the bundled photos, each at
+  ``/samples/NAME``); the OpenAPI schema at ``/openapi.json`` and a
   self-contained reference page built from it at ``/docs`` (not Swagger UI, which loads from a CDN).
 
 Every failure is the same JSON shape with ``faces: []`` and a one-line ``error``, never a traceback:
@@ -35,7 +36,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 import dldl
-from dldl.assets import WEB_DIR
+from dldl.assets import PHOTOS_DIR, WEB_DIR
 from dldl.data.images import read_image
 from dldl.errors import DataError
 from dldl.inference import Predictor
@@ -208,6 +209,23 @@ def create_app(models: dict[str, str] | None = None, detector: Any | None = None
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
+
+    @app.get("/favicon.svg", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(WEB_DIR / "favicon.svg", media_type="image/svg+xml")
+
+    sample_photos = {p.name: p for p in sorted(PHOTOS_DIR.glob("*.jpg"))}
+
+    @app.get("/v1/samples")
+    async def samples() -> list[str]:
+        """The bundled sample photos (``GET /samples/NAME`` serves each), for the page's "try a sample photo"."""
+        return list(sample_photos)
+
+    @app.get("/samples/{name}", include_in_schema=False)
+    async def sample(name: str) -> FileResponse:
+        if name not in sample_photos:  # only the bundled files, never a path
+            raise HTTPException(404, f"no sample photo {name!r}")
+        return FileResponse(sample_photos[name], media_type="image/jpeg")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
