@@ -21,7 +21,7 @@ from dldl.checkpoint import load_checkpoint, save_checkpoint
 from dldl.data.cache import load_cached
 from dldl.data.samples import SampleList
 from dldl.evaluate import fit_temperature, prediction_report
-from dldl.predict import Estimator
+from dldl.inference import Estimator
 from dldl.train import TrainConfig, load_sources
 
 

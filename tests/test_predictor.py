@@ -113,7 +113,8 @@ def test_one_call_predict_takes_paths_images_and_arrays():
     assert set(by_path) == {"path", "task", "model", "model_version", "faces", "error"}
     assert by_path["model"] == "mobilenet_v2-age" and len(by_path["model_version"]) == 12 and by_path["faces"]
     face = by_path["faces"][0]
-    assert {"box", "landmarks", "score", "age", "interval_90", "flags"} <= set(face) and "distribution" not in face
+    assert {"face", "box", "landmarks", "score", "age", "interval_90", "flags"} <= set(face) and "distribution" not in face
+    assert [f["face"] for f in by_path["faces"]] == list(range(1, len(by_path["faces"]) + 1))
     others = dldl.predict([Image.open(path), rgb, np.ascontiguousarray(rgb[:, :, ::-1])], distribution=True)
     others[2] = dldl.predict(np.ascontiguousarray(rgb[:, :, ::-1]), bgr=True, distribution=True)
     for other in others:

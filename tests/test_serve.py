@@ -53,9 +53,9 @@ def test_photo_matches_predictor(client, detector, task):
     expected = Predictor(dldl.load(DEFAULT_MODELS[task]), detector).predict(np.asarray(read_image(PHOTO)))
     assert len(result["faces"]) == len(expected) == 2
     labels = dldl.load(DEFAULT_MODELS[task]).labels
-    for face, want in zip(result["faces"], expected):
+    for number, (face, want) in enumerate(zip(result["faces"], expected), 1):
         dist = face.pop("distribution")
-        assert face == want.to_dict(task)  # the same serialisation as dldl predict --json
+        assert face == {"face": number, **want.to_dict(task)}  # the same serialisation as dldl predict --json
         assert dist["labels"] == pytest.approx(labels.values().tolist())
         assert dist["probs"] == pytest.approx(want.distribution.tolist(), abs=1e-5)
         assert sum(dist["probs"]) == pytest.approx(1, abs=1e-3)

@@ -235,12 +235,13 @@ class PhotoResult:
 
     def to_dict(self, distribution: bool = False) -> dict[str, Any]:
         """JSON-ready: ``{"path", "task", "model", "model_version", "faces", "error"}``; each face
-        as :meth:`FacePrediction.to_dict`, with ``"distribution": {"labels", "probs"}`` when asked.
+        as :meth:`FacePrediction.to_dict` after its number ``"face"`` (from 1), with
+        ``"distribution": {"labels", "probs"}`` when asked.
         ``model_version`` is the first 12 hex digits of the model file's sha256."""
         values = None if self.labels is None else [round(v, 4) for v in self.labels.values().tolist()]
         faces = []
-        for face in self.faces:
-            d = face.to_dict(self.task)
+        for number, face in enumerate(self.faces, 1):  # numbered from 1, as in the table, the CSV and the pictures
+            d = {"face": number, **face.to_dict(self.task)}
             if distribution:
                 d["distribution"] = None if face.distribution is None or values is None else {
                     "labels": values, "probs": np.round(face.distribution, 5).tolist()}

@@ -58,6 +58,7 @@ class Face(BaseModel):
     """``FacePrediction.to_dict(task)`` (the estimate under the task's name) plus the ``(K,)`` distribution."""
 
     model_config = ConfigDict(extra="allow")
+    face: int
     box: list[float]
     landmarks: list[list[float]] | None
     score: float | None
