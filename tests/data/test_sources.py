@@ -264,6 +264,21 @@ def test_scut_fbp5500_resolves_either_naming_scheme(tmp_path):
     assert "unknown split 'cv9_test' (known: all, cv1_test" in error(read_scut_fbp5500, root, "cv9_test")
 
 
+def test_scut_fbp5500_release_layout_and_its_copy(tmp_path):
+    """The layout of the copy in EXTERNAL.md (data/landing/Images, data/curated/train_test_files,
+    All_labels.txt, a 60/40 folder name with spaces): every split reads, and the portraits are
+    aligned like photos when decoded."""
+    root = copy("scut5500_release", tmp_path)
+    images = root / "data" / "landing" / "Images"
+    touch(*(images / n for n in ("CF437.jpg", "AM1384.jpg", "AM1234.jpg", "CM423.jpg", "AF12.jpg")))
+    sizes = {k: len(read_scut_fbp5500(root, k)) for k in ("all", "train", "test", "cv1_train", "cv1_test")}
+    assert sizes == {"all": 5, "train": 3, "test": 2, "cv1_train": 4, "cv1_test": 1}
+    s = read_scut_fbp5500(root, "test")
+    assert s.align and [x.path for x in s.samples] == [images / "AM1234.jpg", images / "CM423.jpg"]
+    assert s.samples[1].meta == {"gender": "male", "ethnicity": "caucasian"} and s.samples[1].label == 2.8
+    assert load_dataset("scut-fbp5500", root, "train").name == "scut-fbp5500/train"
+
+
 def _xlsx(path: Path, rows: list[tuple]) -> Path:
     import openpyxl
 

@@ -101,8 +101,9 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
                 "root = Morph_imdbs.mat or its folder (fold=0..9; split = train|test) or an 'image age' list",
                 needs_split=False),
     DatasetInfo("scut-fbp5500", lambda root, split, **kw: sources.read_scut_fbp5500(root, split or "all", **kw),
-                "beauty", "1:5:0.05", "gaussian", "utkface", "train", None, "test",
-                "root = SCUT-FBP5500 folder; split = all|train|test|cv1_train..cv5_test or a file", needs_split=False),
+                "beauty", "1:5:0.05", "gaussian", "mebeauty", "train", None, "test",
+                "root = SCUT-FBP5500 folder (Images/ + train_test_files/); split = all|train|test (60/40)|"
+                "cv1_train..cv5_test or a file; photos aligned to the beauty template", needs_split=False),
     DatasetInfo("scut-fbp", lambda root, split, **kw: sources.read_scut_fbp(root, **kw), "beauty", "1:5:0.05",
                 "gaussian", "utkface", "all", None, None, "root = folder with 'Attractiveness label.xlsx'; no split",
                 needs_split=False, has_splits=False),

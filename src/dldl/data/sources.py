@@ -412,10 +412,22 @@ def read_morph_list(path: PathLike, root: PathLike | None = None, *,
 
 _SCUT_NAMES = {"fty": "AF", "ftw": "CF", "mty": "AM", "mtw": "CM"}  # pre-release -> released prefix
 _SCUT_NAMES |= {v: k for k, v in _SCUT_NAMES.items()}  # and back
-_SCUT_SPLITS = {"all": "SCUT-FBP5500.txt", **{
-    f"{s}": f"split_of_60%training_40%testing/{s}.txt" for s in ("train", "test")}, **{
-    f"cv{k}_{s}": f"5_folders_cross_validations_files/cross_validation_{k}/{s}_{k}.txt"
+_SCUT_SPLITS = {"all": ("All_labels.txt", "SCUT-FBP5500.txt"), **{  # the release's names, then the pre-release's
+    f"{s}": (f"split_of_60%training and 40%testing/{s}.txt", f"split_of_60%training_40%testing/{s}.txt")
+    for s in ("train", "test")}, **{
+    f"cv{k}_{s}": (f"5_folders_cross_validations_files/cross_validation_{k}/{s}_{k}.txt",)
     for k in range(1, 6) for s in ("train", "test")}}
+
+
+def _scut_layout(root: Path, image_dir: str) -> tuple[Path, Path]:
+    """The label folder and image folder of a SCUT-FBP5500 copy: the release's ``<root>/Images``
+    and ``<root>/train_test_files``, or the ``data/landing/Images`` and
+    ``data/curated/train_test_files`` of the copy listed in EXTERNAL.md."""
+    for labels, images in ((root / "train_test_files", root / image_dir),
+                           (root / "data" / "curated" / "train_test_files", root / "data" / "landing" / image_dir)):
+        if labels.is_dir():
+            return labels, images
+    return root / "train_test_files", root / image_dir
 
 
 def _scut_image(folder: Path, name: str) -> tuple[Path, dict[str, str]]:
@@ -434,20 +446,31 @@ def _scut_image(folder: Path, name: str) -> tuple[Path, dict[str, str]]:
 
 def read_scut_fbp5500(root: PathLike, split_file: PathLike = "all", *, image_dir: str = "Images",
                       require_images: bool = True) -> SampleList:
-    """SCUT-FBP5500: ``"name score"`` lines (score 1..5) from ``<root>/train_test_files/``.
+    """SCUT-FBP5500: ``"name score"`` lines (the mean of 60 raters, 1..5) from the
+    ``train_test_files/`` folder (:func:`_scut_layout`).
 
-    ``split_file``: a path, or ``"all"`` (SCUT-FBP5500.txt), ``"train"``/``"test"`` (the 60/40
-    split), ``"cv1_train"`` ... ``"cv5_test"`` (5-fold). Names may use the pre-release prefixes
-    fty/ftw/mty/mtw or the released AF/CF/AM/CM; whichever file exists in ``<root>/<image_dir>``
-    is used (released name if neither). meta gender/ethnicity follow the prefix.
+    ``split_file``: a path, or ``"all"`` (``All_labels.txt``; pre-release ``SCUT-FBP5500.txt``),
+    ``"train"``/``"test"`` (the official 60/40 split), ``"cv1_train"`` ... ``"cv5_test"`` (the 5
+    folds). Names may use the pre-release prefixes fty/ftw/mty/mtw or the released AF/CF/AM/CM;
+    whichever file exists among the images is used (released name if neither). meta
+    gender/ethnicity follow the prefix. The images are 350x350 portraits with margin: they are
+    detected and aligned to the model's template when decoded (``SampleList.align``), like photos.
     """
-    root = Path(root)
-    f = _pick(split_file, root / "train_test_files", _SCUT_SPLITS)
+    labels, images = _scut_layout(Path(root), image_dir)
+    f = _pick_first(split_file, labels, _SCUT_SPLITS)
     out: _Rows = []
     for i, name, v in _pairs(f):
-        img, meta = _scut_image(root / image_dir, name)
+        img, meta = _scut_image(images, name)
         out.append((f"line {i}", Sample(img, _number(v, f, f"line {i}", "score"), meta=meta)))
-    return _finish(f"scut-fbp5500/{Path(f).stem}", [f], out, require_images)
+    return _finish_photos(f"scut-fbp5500/{Path(f).stem}", [f], out, require_images)
+
+
+def _pick_first(split: PathLike, folder: Path, named: dict[str, tuple[str, ...]]) -> Path:
+    """:func:`_pick` where a short name may be spelt several ways (the first that exists)."""
+    for spelling in named.get(str(split), ()):
+        if (folder / spelling).is_file():
+            return folder / spelling
+    return _pick(split, folder, {k: v[0] for k, v in named.items()})
 
 
 def read_scut_fbp(root: PathLike, *, image_dir: str = "Data_Collection",
