@@ -217,10 +217,10 @@ def predict(
     of frames (--frames) are sampled, faces are tracked across frames, and each track gets one
     estimate (one JSON line per track with --json; an annotated .mp4 with --save-dir).
     """
+    from dldl.annotate import annotate_photo
     from dldl.data.images import IMAGE_SUFFIXES, read_image
     from dldl.inference import PhotoResult, Predictor
     from dldl.outputs import check_output_dir, check_output_file, output_names
-    from dldl.plots import annotate_photo
     from dldl.pretrained import load
     from dldl.progress import track
     from dldl.video import VIDEO_SUFFIXES
@@ -325,10 +325,10 @@ def _predict_videos(sources: list[Path], predictor: Any, model: str, as_json: bo
     from PIL import Image
     from rich.text import Text
 
+    from dldl.annotate import annotate_photo
     from dldl.checkpoint import atomic_path
     from dldl.errors import DataError
     from dldl.outputs import output_names
-    from dldl.plots import annotate_photo
     from dldl.video import VideoWriter, frame_rate, read_frame_folder, read_frames, track_faces
 
     name, est = predictor.estimator.task, predictor.estimator
