@@ -590,7 +590,8 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
                                  template=cfg.template)
     data = load_training_data(cfg, sources, labels, load, master)
     if master:
-        counts = ", ".join(f"{src.name} {len(src.train)} train / {len(src.val)} val" for src in sources)
+        counts = ", ".join(f"{src.name or src.train.name.removesuffix('-train')}: {len(src.train)} train / {len(src.val)} val"
+                           for src in sources)
         print(f"training {cfg.model} on {counts}; writing to {out}", flush=True)
     # (N, S, S, 3) uint8 copy on the device, batches gathered there (numpy gathers faster on CPU)
     device_images = torch.from_numpy(data.images).to(device) if cfg.cache_on_device else None
