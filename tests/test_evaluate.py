@@ -1,5 +1,7 @@
 import json
+from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from dldl.data.sources import read_manifest_csv
@@ -20,3 +22,21 @@ def test_report_and_plots(tiny_run, tmp_path):
     assert names == ["cs_curve.png", "faces.png", "mae_by_group.png", "pred_vs_true.png"]
     for p in report["plots"]:
         Image.open(p).verify()
+
+
+def test_coverage_counts_within_half_a_label_step():
+    """A truth just outside the 90% interval is covered only within half a label step: 0.5 year
+    for ages, 0.025 point on a 0.05-step beauty scale (it was 0.5 for every scale)."""
+    from dldl.data.samples import Sample, SampleList
+    from dldl.evaluate import prediction_report
+    from dldl.inference import Prediction
+    from dldl.labels import LabelSet
+
+    labels = LabelSet(1.0, 5.0, 0.05)
+    p = np.zeros((1, labels.num_labels))
+    p[0, [42, 50]] = 0.5  # mass at 3.1 and 3.5
+    samples = SampleList("x", [Sample(Path("a.jpg"), 3.0)])
+    report = prediction_report(Prediction(np.array([3.3]), p, labels), samples, "beauty")
+    assert report["coverage_90"] == 0.0
+    near = SampleList("x", [Sample(Path("a.jpg"), 3.08)])
+    assert prediction_report(Prediction(np.array([3.3]), p, labels), near, "beauty")["coverage_90"] == 1.0

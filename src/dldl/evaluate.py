@@ -24,21 +24,22 @@ def prediction_report(pred: Prediction, samples: SampleList, task: str = "age") 
 
     For interval truths (age groups) ``mae`` is the MAE to the interval's centre and
     ``in_interval`` the share of estimates inside it. With distributions, ``coverage_90`` is the
-    share of truths inside the predicted 5-95% interval (for interval truths: the two overlap)
-    and ``width_90`` its median width.
+    share of truths inside the predicted 5-95% interval (for interval truths: the two overlap),
+    within half a label step, and ``width_90`` its median width.
     """
     true = np.array([s.label for s in samples.samples])
     sig = [s.sigma for s in samples.samples]
     report = regression_report(pred.estimate, true, sig if all(v for v in sig) else None, 10.0 if task == "age" else 1.0)
     bounds = np.array([s.bounds for s in samples.samples], dtype=np.float64).reshape(-1, 2)
+    half = pred.labels.step / 2  # a truth counts as inside when within half a label step (0.5 year; 0.025 point)
     has_interval = np.array([s.interval is not None for s in samples.samples])
     if has_interval.any():
         lo, hi = bounds[has_interval].T
         est = pred.estimate[has_interval]
-        report["in_interval"] = float(np.mean((est >= lo - 0.5) & (est <= hi + 0.5)))
+        report["in_interval"] = float(np.mean((est >= lo - half) & (est <= hi + half)))
     pi = pred.interval()
     if pi is not None:
-        report["coverage_90"] = float(np.mean((pi[:, 0] <= bounds[:, 1] + 0.5) & (pi[:, 1] >= bounds[:, 0] - 0.5)))
+        report["coverage_90"] = float(np.mean((pi[:, 0] <= bounds[:, 1] + half) & (pi[:, 1] >= bounds[:, 0] - half)))
         report["width_90"] = float(np.median(pi[:, 1] - pi[:, 0]))
     return report
 
@@ -70,14 +71,15 @@ def fit_temperature(pred: Prediction, samples: SampleList, level: float = 0.9,
         raise ValueError("temperature scaling needs predicted distributions")
     import torch
 
-    grid = np.round(np.arange(0.2, 6.01, 0.02), 3) if grid is None else grid
+    grid = np.round(np.concatenate([np.arange(0.05, 0.2, 0.01), np.arange(0.2, 6.01, 0.02)]), 3) if grid is None else grid
     bounds = np.array([s.bounds for s in samples.samples], dtype=np.float64).reshape(-1, 2)
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    half = pred.labels.step / 2
     best = (float(grid[-1]), 0.0)
     for t in grid:
         p = torch.from_numpy(temper(pred.distribution, float(t)))
         lo, hi = quantile(p, pred.labels, lo_q).numpy(), quantile(p, pred.labels, hi_q).numpy()
-        cov = float(np.mean((lo <= bounds[:, 1] + 0.5) & (hi >= bounds[:, 0] - 0.5)))
+        cov = float(np.mean((lo <= bounds[:, 1] + half) & (hi >= bounds[:, 0] - half)))
         if cov >= level:
             return float(t), cov
         best = (float(t), cov)
@@ -92,14 +94,16 @@ def evaluate(
     workers: int = 2,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``estimator`` on ``samples``, with and without flip TTA.
+    """Metrics of ``estimator`` on ``samples``, with and without flip TTA; photo sets
+    (``samples.align``) are detected and aligned to the model's template first.
 
     Returns ``{"mae", "rmse", "pearson", "cs5", "cs", "mae_by_group", ["epsilon_error"], "count",
     "no_flip": {...}, "seconds"}``; writes ``cs_curve.png``, ``mae_by_group.png``,
     ``pred_vs_true.png`` and ``faces.png`` into ``plots_dir`` when given.
     """
     t0 = time.time()
-    images = load_cached(samples, estimator.cache_size, cache_dir, workers, progress=progress)
+    # photo sets (samples.align) are aligned to the model's own template, as in training and dldl predict
+    images = load_cached(samples, estimator.cache_size, cache_dir, workers, progress=progress, template=estimator.template)
     pred = estimator.predict_arrays(images, tta_flip=True)
     report = prediction_report(pred, samples, estimator.task)
     report["no_flip"] = prediction_report(estimator.predict_arrays(images, tta_flip=False), samples, estimator.task)
