@@ -150,6 +150,12 @@ def test_tiny_age_net_on_64_utkface_faces(tmp_path):
     assert _recomputed_val_mae(cfg, tmp_path / "run" / "best.pt") == pytest.approx(best["val_mae"], abs=1e-9)
 
 
+@pytest.fixture(scope="module")
+def card_cache(tmp_path_factory):
+    """One decoded-image cache for the card checks: models of one input size share a split's decode."""
+    return tmp_path_factory.mktemp("card_cache")
+
+
 @needs_shared
 @pytest.mark.parametrize("name,dataset,folder,split,card_key", [
     ("tiny_age_net-utkface", "utkface", "utkface", "coral_test", "metrics_coral_test"),
@@ -159,7 +165,7 @@ def test_tiny_age_net_on_64_utkface_faces(tmp_path):
     ("tiny_age_net-mebeauty", "mebeauty", "mebeauty", "test", "metrics_mebeauty_test"),
     ("mobilenet_v2-mebeauty", "mebeauty", "mebeauty", "test", "metrics_mebeauty_test"),
 ])
-def test_shipped_model_reproduces_its_card(tmp_path, name, dataset, folder, split, card_key):
+def test_shipped_model_reproduces_its_card(card_cache, name, dataset, folder, split, card_key):
     """Each shipped model's card states its test metrics; re-evaluating must agree within 0.05 MAE."""
     from dldl.evaluate import evaluate
     from dldl.pretrained import list_pretrained, load, model_card
@@ -167,7 +173,7 @@ def test_shipped_model_reproduces_its_card(tmp_path, name, dataset, folder, spli
     if name not in list_pretrained():
         pytest.skip(f"{name} is not shipped in this checkout")
     est = load(name)
-    report = evaluate(est, load_dataset(dataset, SHARED / folder, split), tmp_path / "cache")
+    report = evaluate(est, load_dataset(dataset, SHARED / folder, split), card_cache)
     card = model_card(name)[card_key]
     assert abs(report["mae"] - card["mae_flip_tta"]) < 0.05
     assert abs(report["no_flip"]["mae"] - card["mae_no_tta"]) < 0.05

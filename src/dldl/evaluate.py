@@ -104,9 +104,9 @@ def evaluate(
     t0 = time.time()
     # photo sets (samples.align) are aligned to the model's own template, as in training and dldl predict
     images = load_cached(samples, estimator.cache_size, cache_dir, workers, progress=progress, template=estimator.template)
-    pred = estimator.predict_arrays(images, tta_flip=True)
+    pred, plain = estimator.predict_arrays_both(images)  # one pass over both views, not three
     report = prediction_report(pred, samples, estimator.task)
-    report["no_flip"] = prediction_report(estimator.predict_arrays(images, tta_flip=False), samples, estimator.task)
+    report["no_flip"] = prediction_report(plain, samples, estimator.task)
     report["seconds"] = round(time.time() - t0, 2)
     if plots_dir is not None:
         report["plots"] = [str(p) for p in write_plots(estimator, pred, samples, images, Path(plots_dir), report)]

@@ -93,6 +93,15 @@ class Estimator:
         With ``tta_flip`` the outputs for the crop and its mirror image are averaged (probabilities
         for distribution losses, estimates for regression).
         """
+        est, dist = self.predict_views(images, tta_flip)
+        # every estimate is linear in the outputs it averages (E[p] for softmax losses, the soft
+        # count for ranking), so the mean estimate is the estimate of the mean distribution
+        return est.mean(0), None if dist is None else dist.mean(0)
+
+    @torch.no_grad()
+    def predict_views(self, images: Tensor, tta_flip: bool = True) -> tuple[Tensor, Tensor | None]:
+        """:meth:`predict_batch` before the views are averaged: ``(V, N)`` estimates and
+        ``(V, N, K)`` distributions, view 0 the crop and (with ``tta_flip``) view 1 its mirror."""
         images = images.to(self.device)
         x = eval_transform(images, self.input_size)
         views = 2 if tta_flip else 1
@@ -103,12 +112,21 @@ class Estimator:
             out = out / self.spec.temperature
         est = self.objective.estimate(out, self.labels).unflatten(0, (views, -1))
         dist = None if self.objective.distribution is None else self.objective.distribution(out).unflatten(0, (views, -1))
-        # every estimate is linear in the outputs it averages (E[p] for softmax losses, the soft
-        # count for ranking), so the mean estimate is the estimate of the mean distribution
-        return est.mean(0), None if dist is None else dist.mean(0)
+        return est, dist
 
     def predict_arrays(self, images: np.ndarray, tta_flip: bool = True, batch_size: int = 256) -> Prediction:
         """``(N, S, S, 3)`` uint8 face crops (S = ``cache_size`` ideally) -> :class:`Prediction`."""
+        est, dist = self._run(images, tta_flip, batch_size)
+        return Prediction(est.mean(0).numpy(), None if dist is None else dist.mean(0).numpy(), self.labels)
+
+    def predict_arrays_both(self, images: np.ndarray, batch_size: int = 256) -> tuple[Prediction, Prediction]:
+        """``(with flip TTA, without)`` for ``(N, S, S, 3)`` uint8 crops, from one pass over both views
+        (what ``dldl eval`` reports; equal to two :meth:`predict_arrays` calls)."""
+        est, dist = self._run(images, True, batch_size)
+        return (Prediction(est.mean(0).numpy(), None if dist is None else dist.mean(0).numpy(), self.labels),
+                Prediction(est[0].numpy(), None if dist is None else dist[0].numpy(), self.labels))
+
+    def _run(self, images: np.ndarray, tta_flip: bool, batch_size: int) -> tuple[Tensor, Tensor | None]:
         if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be uint8 of shape (N, S, S, 3), got {images.dtype} {images.shape}")
         was_training = self.model.training
@@ -116,12 +134,12 @@ class Estimator:
         est, dist = [], []
         for i in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.require(images[i:i + batch_size], requirements=["C", "W"])).permute(0, 3, 1, 2)
-            e, d = self.predict_batch(batch, tta_flip)
+            e, d = self.predict_views(batch, tta_flip)
             est.append(e.cpu())
             if d is not None:
                 dist.append(d.cpu())
         self.model.train(was_training)
-        return Prediction(torch.cat(est).numpy(), torch.cat(dist).numpy() if dist else None, self.labels)
+        return torch.cat(est, 1), torch.cat(dist, 1) if dist else None
 
     def predict_files(self, paths: list[str | Path], tta_flip: bool = True) -> Prediction:
         """Face-crop image files -> :class:`Prediction` (raises DataError naming a bad file)."""
