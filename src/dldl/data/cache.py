@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor
@@ -110,7 +111,9 @@ def decode_all(samples: SampleList, size: int, workers: int = 2, progress: bool 
     if workers <= 1 or len(jobs) < 64:
         missed = _fill(out, map(_decode, jobs), progress, samples.name)
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawned, not forked: a fork of a process that already runs torch threads (a loaded model,
+        # as in dldl eval) can hang its children
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             missed = _fill(out, pool.map(_decode, jobs, chunksize=64), progress, samples.name)
     if missed:
         first = samples.samples[missed[0]].path
