@@ -121,3 +121,31 @@ def test_cache_on_a_full_disk_warns_and_goes_on(synthetic_manifest, tmp_path, mo
     with pytest.warns(DataWarning, match="could not write the decoded-image cache \\(No space left on device\\)"):
         got = load_cached(samples, 24, tmp_path / "cache", workers=1)
     assert np.array_equal(got, want) and list((tmp_path / "cache").iterdir()) == []
+
+
+def test_parallel_photo_decoding_after_a_model_is_loaded_finishes(tmp_path):
+    """Photo sets decoded by worker processes in a process that already runs torch (dldl eval loads
+    the model first): the workers are spawned, not forked, so they cannot hang (they did)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
+    from dldl.assets import PHOTOS_DIR
+
+    photo = sorted(PHOTOS_DIR.glob("*.jpg"))[0]
+    for i in range(64):  # 64 files: the size at which decoding uses worker processes
+        (tmp_path / f"p{i}.jpg").write_bytes(photo.read_bytes())
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("path,label\n" + "".join(f"p{i}.jpg,30\n" for i in range(64)))
+    script = f"""
+import dataclasses, torch
+import dldl
+from dldl.data.cache import load_cached
+from dldl.data.sources import read_manifest_csv
+est = dldl.load("tiny_age_net-utkface")
+est.predict_arrays(torch.zeros(2, est.cache_size, est.cache_size, 3, dtype=torch.uint8).numpy())  # torch threads running
+samples = dataclasses.replace(read_manifest_csv({str(manifest)!r}), align=True)
+print(load_cached(samples, 32, {str(tmp_path / 'cache')!r}, workers=2, template="utkface").shape)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0 and "(64, 32, 32, 3)" in done.stdout, done.stderr[-2000:]
