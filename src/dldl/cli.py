@@ -172,7 +172,7 @@ def eval_(
               **evaluate(estimator, samples, cache_dir, plots, progress=not as_json)}
     if out:
         _save_atomic(out, Path.write_text, json.dumps(report, indent=1))
-        err.print(f"wrote {escape(_printable(str(out)))}", soft_wrap=True)
+        _report_written(out)
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -309,7 +309,7 @@ def predict(
     else:
         _print_summary(results, name, str(model))
     for path in written:
-        err.print(f"wrote {escape(_printable(str(path)))}", soft_wrap=True)
+        _report_written(path)
     if failed:  # the estimates were printed above; what could not be written is named here
         for line in failed:
             err.print(f"[bold red]error:[/] could not write {escape(line)}", soft_wrap=True)
@@ -358,7 +358,7 @@ def _predict_videos(sources: list[Path], predictor: Any, model: str, as_json: bo
         if not tracks:
             rows.append({"video": str(src), "track": None, "error": None, "note": "no face found"})
         if outputs:
-            err.print(f"wrote {escape(_printable(str(outputs[i])))}", soft_wrap=True)
+            _report_written(outputs[i])
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row))
@@ -378,6 +378,11 @@ def _predict_videos(sources: list[Path], predictor: Any, model: str, as_json: bo
                           f"{iv[0]:g}-{iv[1]:g}" if iv else "", "")
         stdout.print(table)
     return EXIT_INPUTS if failed and (strict or failed == len(sources)) else EXIT_OK
+
+
+def _report_written(path: Path) -> None:
+    """One ``wrote PATH`` line on stderr per file written for the user."""
+    err.print(f"wrote {escape(_printable(str(path)))}", soft_wrap=True)
 
 
 def _save_atomic(path: Path, write, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001

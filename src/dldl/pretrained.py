@@ -66,17 +66,18 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
         weights = path
         if weights.parent == MODELS_DIR:
             card = model_card(weights.stem)
+        sha = file_sha256(weights) if weights.is_file() else ""
     elif str(name_or_path) in list_pretrained():
         weights = MODELS_DIR / f"{name_or_path}.pt"
         card = model_card(str(name_or_path))
-        if file_sha256(weights) != card.get("sha256"):
+        sha = file_sha256(weights)
+        if sha != card.get("sha256"):
             raise CheckpointError(weights, "sha256 does not match its model card; the file is damaged or was replaced")
     else:
         known = ", ".join(list_pretrained()) or "none shipped yet"
         raise DldlError(f"{name_or_path}: neither a file nor a shipped model (shipped: {known})")
     card_spec = ModelSpec.from_dict(card["spec"]) if "spec" in card else None
     estimator = Estimator.from_checkpoint(weights, device, card_spec)
-    sha = file_sha256(weights)
     estimator.meta["sha256"] = sha  # the model's version (``Estimator.version``)
     if runtime == "torch":
         return estimator

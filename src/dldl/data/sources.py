@@ -211,11 +211,13 @@ def _finish(name: str, sources: Sequence[PathLike], rows: _Rows, require_images:
     return SampleList(name, [s for _, s in rows], bins, tuple(str(s) for s in sources))
 
 
-def _pick(split: PathLike, folder: Path, named: dict[str, str] | None = None) -> Path:
-    """The split file ``split`` names: an existing path, a short name, or ``<folder>/<split>[.txt]``."""
+def _pick(split: PathLike, folder: Path, named: dict[str, str | tuple[str, ...]] | None = None) -> Path:
+    """The split file ``split`` names: an existing path, a short name (whose file may be spelt
+    several ways, the first that exists wins), or ``<folder>/<split>[.txt]``."""
     cands = [Path(split), folder / split, folder / f"{split}.txt"]
     if named and str(split) in named:
-        cands.insert(0, folder / named[str(split)])
+        spellings = named[str(split)]
+        cands[:0] = [folder / f for f in ((spellings,) if isinstance(spellings, str) else spellings)]
     for c in cands:
         if c.is_file():
             return c
@@ -457,20 +459,12 @@ def read_scut_fbp5500(root: PathLike, split_file: PathLike = "all", *, image_dir
     detected and aligned to the model's template when decoded (``SampleList.align``), like photos.
     """
     labels, images = _scut_layout(Path(root), image_dir)
-    f = _pick_first(split_file, labels, _SCUT_SPLITS)
+    f = _pick(split_file, labels, _SCUT_SPLITS)
     out: _Rows = []
     for i, name, v in _pairs(f):
         img, meta = _scut_image(images, name)
         out.append((f"line {i}", Sample(img, _number(v, f, f"line {i}", "score"), meta=meta)))
     return _finish_photos(f"scut-fbp5500/{Path(f).stem}", [f], out, require_images)
-
-
-def _pick_first(split: PathLike, folder: Path, named: dict[str, tuple[str, ...]]) -> Path:
-    """:func:`_pick` where a short name may be spelt several ways (the first that exists)."""
-    for spelling in named.get(str(split), ()):
-        if (folder / spelling).is_file():
-            return folder / spelling
-    return _pick(split, folder, {k: v[0] for k, v in named.items()})
 
 
 def read_scut_fbp(root: PathLike, *, image_dir: str = "Data_Collection",
