@@ -63,7 +63,7 @@ def check_output_dir(path: str | Path, option: str) -> Path:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise DldlError(f"{option} {p}: is a file, not a folder")
-    _check_parent(p / "x", option) if p.exists() else _check_parent(p, option)
+    _check_parent(p / "x" if p.exists() else p, option)  # an existing folder must itself be writable
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
