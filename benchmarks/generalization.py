@@ -47,9 +47,9 @@ def photo_sets(data: Path, shared: Path) -> dict[str, tuple[str, Path, str, dict
     """name -> (dataset, root, split, reader options) of every set whose folder exists."""
     sets = {"utkface coral_test": ("utkface", shared / "utkface", "coral_test", {}),
             "utkface full_test": ("utkface", shared / "utkface", "full_test", {}),
-            "aaf val": ("aaf", data / "aaf" / "aaf", "val", {"image": "original"}),
-            "fgnet all": ("fgnet", data / "fgnet" / "fgnet", "all", {}),
-            "fairface val": ("fairface", data / "fairface" / "fairface", "val", {})}
+            "aaf val": ("aaf", data / "aaf", "val", {"image": "original"}),
+            "fgnet all": ("fgnet", data / "fgnet", "all", {}),
+            "fairface val": ("fairface", data / "fairface", "val", {})}
     return {k: v for k, v in sets.items() if v[1].exists()}
 
 

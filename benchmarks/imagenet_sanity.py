@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from dldl.data.augment import eval_transform
 from dldl.data.images import load_face
 from dldl.models import create_model
-from dldl.models.imagenet import imagenet_weights_path, load_imagenet_weights
+from dldl.models.backbone_weights import backbone_weights_path, load_backbone_weights
 from dldl.models.mobilenet import EFFICIENTNET_LITE0, MOBILENET_V2, MobileNet
 
 LITE = dict(bn_eps=1e-3, input_mean=(127 / 255,) * 3, input_std=(128 / 255,) * 3)
@@ -37,8 +37,8 @@ VARIANTS = {  # label: (model, weights)
 
 def with_classifier(model: nn.Module, name: str) -> nn.Module:
     """``model`` with the ImageNet backbone and, in its 1000-way head, the ImageNet classifier."""
-    path = imagenet_weights_path(name)
-    load_imagenet_weights(model, path)
+    path = backbone_weights_path(name, "imagenet")
+    load_backbone_weights(model, path)
     sd = torch.load(path, map_location="cpu", weights_only=True)
     prefix = "classifier.1." if "classifier.1.weight" in sd else "_fc."
     model.head.load_state_dict({"weight": sd[prefix + "weight"], "bias": sd[prefix + "bias"]})

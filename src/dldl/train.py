@@ -53,7 +53,7 @@ from dldl.evaluate import prediction_report
 from dldl.inference import Estimator
 from dldl.labels import LabelSet, gaussian_distribution, histogram_distribution, interval_distribution
 from dldl.losses import OBJECTIVES, get_objective
-from dldl.models.imagenet import imagenet_weights_path, load_imagenet_weights
+from dldl.models.backbone_weights import backbone_weights_path, load_backbone_weights
 from dldl.models.registry import model_factory
 from dldl.models.spec import ModelSpec
 from dldl.progress import progress_bar
@@ -108,7 +108,7 @@ class TrainConfig:
     augment: AugmentConfig | None = None  # None: the paper's augmentation at input_size
     tta_flip: bool = True
     init_from: str | None = None  # start from these weights (fine-tuning), head kept if shapes match
-    backbone_weights: str | None = None  # ImageNet init (mobilenet_v2, efficientnet_lite0): "imagenet" (installed package) or a .pth path
+    backbone_weights: str | None = None  # pre-trained backbone: "imagenet" (mobilenet_v2, efficientnet_lite0), "face_recognition" (dlib_resnet29), or a weight file
     # runtime
     out_dir: str = "runs/default"
     resume: bool = False
@@ -224,6 +224,8 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.backbone_weights and cfg.init_from:
         raise ConfigError("init_from", cfg.init_from, "unset when backbone_weights is set (one initialisation)")
     factory = model_factory(cfg.model)
+    smallest = getattr(factory, "min_input_size", 32)
+    need(cfg.input_size >= smallest, "input_size", f"at least {smallest} for {cfg.model}")
     allowed = set(inspect.signature(factory).parameters) - {"num_outputs"}
     unknown = sorted(set(cfg.model_kwargs) - allowed)
     need(not unknown, "model_kwargs", f"options of {cfg.model} ({', '.join(sorted(allowed)) or 'none'})")
@@ -465,7 +467,7 @@ def init_weights_path(name_or_path: str) -> Path:
 
 def build_model(cfg: TrainConfig, spec: ModelSpec, proc: Process, backbone: Path | None, resuming: bool) -> nn.Module:
     """The network of ``spec`` on ``proc.device``: initialised from ``init_from`` (tensors whose
-    shapes match) or ImageNet ``backbone`` weights (unless resuming), SyncBN under multi-GPU DDP,
+    shapes match) or pre-trained ``backbone`` weights (unless resuming), SyncBN under multi-GPU DDP,
     channels_last when asked."""
     model = spec.create_model()
     if cfg.init_from:
@@ -473,7 +475,7 @@ def build_model(cfg: TrainConfig, spec: ModelSpec, proc: Process, backbone: Path
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
     elif backbone and not resuming:
-        load_imagenet_weights(model, backbone)
+        load_backbone_weights(model, backbone)
     model.to(proc.device)
     if proc.ddp and proc.device.type == "cuda":  # SyncBatchNorm needs CUDA (NCCL); with gloo on CPU each process keeps its own BN
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -582,7 +584,7 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out / "last.pt", out / "best.pt"
     labels = LabelSet.parse(cfg.labels)
-    backbone = imagenet_weights_path(cfg.model, cfg.backbone_weights) if cfg.backbone_weights else None  # fail before decoding
+    backbone = backbone_weights_path(cfg.model, cfg.backbone_weights) if cfg.backbone_weights else None  # fail before decoding
 
     # ---- data: label files -> checked samples -> decoded uint8 arrays + targets, per source
     sources = load_sources(cfg)

@@ -184,5 +184,11 @@ def test_photo_sets_are_aligned_to_the_model_template(tmp_path):
 
 @pytest.mark.skipif(not (EXTERNAL / "fairface").is_dir(), reason="FairFace not laid out in data_external/ (docs/DATA.md)")
 def test_real_fairface_reads():
-    s = load_dataset("fairface", EXTERNAL / "fairface" / "fairface", "val")
+    s = load_dataset("fairface", EXTERNAL / "fairface", "val")
     assert len(s) == 5000 and all(x.interval for x in s.samples)
+
+
+def test_a_root_that_is_not_the_sets_folder_says_so(tmp_path):
+    assert "folder not found" in error(read_aaf, tmp_path / "elsewhere", "train", **NO)
+    (tmp_path / "image sets").mkdir()
+    assert "the file of split 'train' is missing" in error(read_aaf, tmp_path, "train", **NO)

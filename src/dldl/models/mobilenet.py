@@ -9,7 +9,7 @@ squeeze-excitation, ReLU6, fixed stem and head) is the same network with other k
 stage depths, so one class builds both.
 
 Module and parameter names are torchvision's (``features.{i}...``), so torchvision's
-``mobilenet_v2-b0353104.pth`` loads with exact key matching (``dldl.models.imagenet``); the
+``mobilenet_v2-b0353104.pth`` loads with exact key matching (``dldl.models.backbone_weights``); the
 EfficientNet-Lite0 file, in EfficientNet-PyTorch's names, is renamed on loading.
 
 Inputs are what ``dldl.data.augment`` produces: ``(N, 3, H, W)`` normalised with the ImageNet
