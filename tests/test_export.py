@@ -101,3 +101,24 @@ def test_export_to_a_folder_or_under_a_file_is_one_line(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(DldlError, match=f"^--output {tmp_path}/afile/x.onnx: {tmp_path}/afile is a file, not a folder$"):
         check_output_file(tmp_path / "afile" / "x.onnx", "--output")
+
+
+def test_runtime_auto_reuses_the_cached_copy_without_building_the_torch_network(tmp_path, monkeypatch):
+    from dldl.inference import Estimator as Est
+
+    monkeypatch.setenv("DLDL_CACHE", str(tmp_path / "cache"))
+    first = load("tiny_age_net-utkface", runtime="auto")
+    assert type(first.model).__name__ == "OnnxNetwork" and first.version
+    monkeypatch.setattr(Est, "from_checkpoint", classmethod(lambda *a, **k: pytest.fail("built the torch network")))
+    again = load("tiny_age_net-utkface", runtime="auto")
+    assert type(again.model).__name__ == "OnnxNetwork" and again.version == first.version
+
+
+def test_runtime_auto_falls_back_to_torch_when_no_copy_can_be_cached(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DLDL_CACHE", str(tmp_path / "cache"))
+    with pytest.warns(RuntimeWarning, match="running tiny_age_net-utkface with torch: its ONNX copy could not be made"):
+        est = load("tiny_age_net-utkface", runtime="auto")
+    assert type(est.model).__name__ != "OnnxNetwork"
+    with pytest.raises(NotADirectoryError):
+        load("tiny_age_net-utkface", runtime="onnx")  # asked for explicitly: the error, not a fallback

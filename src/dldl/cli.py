@@ -203,7 +203,7 @@ def predict(
     min_face_size: Annotated[float, typer.Option(help="Keep faces at least this many pixels wide.")] = 20.0,
     distribution: Annotated[bool, typer.Option("--distribution", help="With --json, add each face's distribution.")] = False,
     full_table: Annotated[bool, typer.Option("--table", help="Print every face even for many photos (default: a summary over 20 photos).")] = False,
-    runtime: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime; the model is exported once and cached).")] = "torch",
+    runtime: Annotated[str, typer.Option(help="auto (ONNX Runtime on the CPU, else torch), onnx (the model is exported once and cached) or torch.")] = "auto",
     device: Annotated[str, typer.Option()] = "cpu",
     strict: Annotated[bool, typer.Option("--strict", help="Exit with status 1 if any input could not be read.")] = False,
     every: Annotated[Optional[int], typer.Option(help="Videos: use every N-th frame.")] = None,

@@ -68,6 +68,9 @@ class OnnxNetwork(nn.Module):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        # no spin-waiting between calls: a photo's few faces leave the threads idle most of the time,
+        # and spinning burnt CPU (and slowed the detector beside it) for no gain
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

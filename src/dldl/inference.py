@@ -363,7 +363,7 @@ def predict(images: Any, task: str = "age", model: str | None = None, distributi
         model = DEFAULT_MODELS[task]
     key = (str(model), device, min_score, min_face_size, tta)
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = Predictor(load(model, device), get_detector(min_score=min_score, min_size=min_face_size),
+        _PREDICTORS[key] = Predictor(load(model, device, "auto"), get_detector(min_score=min_score, min_size=min_face_size),
                                      tta_flip=tta)
     predictor = _PREDICTORS[key]
     path = None

@@ -8,6 +8,7 @@ which is checked before loading, so a damaged or swapped file is refused.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from dldl.assets import MODELS_DIR
 from dldl.checkpoint import atomic_path, file_sha256, load_checkpoint, save_checkpoint
 from dldl.devices import resolve_device
-from dldl.errors import CheckpointError, DldlError
+from dldl.errors import CheckpointError, DldlError, first_line
 from dldl.inference import Estimator
 from dldl.models.spec import ModelSpec
 
@@ -38,13 +39,18 @@ def model_card(name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+RUNTIMES = ("torch", "onnx", "auto")
+
+
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: str = "torch") -> Estimator:
     """A ready :class:`~dldl.inference.Estimator` from a shipped model name, a checkpoint path, or an
     exported ``.onnx`` / ``.torchscript`` file.
 
     ``runtime="onnx"`` runs a torch model through ONNX Runtime: it is exported once to
     ``<cache>/onnx/<sha256 of the weights>.onnx`` and reused while that file checks out (its
-    recorded sha256, the same spec); otherwise it is exported again.
+    recorded sha256, the same spec); otherwise it is exported again. ``"auto"`` (what
+    ``dldl predict`` and ``dldl.predict`` use) is ONNX Runtime on the CPU, and torch on a GPU or
+    when the export cannot be made or cached (a warning says why).
 
     >>> load("no-such-model")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -53,9 +59,12 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
     """
     from dldl.export import load_exported
 
-    if runtime not in ("torch", "onnx"):
-        raise DldlError(f"unknown runtime {runtime!r}; use 'torch' or 'onnx'")
+    if runtime not in RUNTIMES:
+        raise DldlError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     device = resolve_device(device)  # a bad --device is named as such, before any model file is read
+    auto = runtime == "auto"
+    if auto:
+        runtime = "onnx" if device.type == "cpu" else "torch"
     path = Path(name_or_path)
     if path.suffix in (".onnx", ".torchscript"):
         exported = load_exported(path)
@@ -77,34 +86,56 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
         known = ", ".join(list_pretrained()) or "none shipped yet"
         raise DldlError(f"{name_or_path}: neither a file nor a shipped model (shipped: {known})")
     card_spec = ModelSpec.from_dict(card["spec"]) if "spec" in card else None
+    from dldl.data.cache import default_cache_dir
+
+    onnx_path = default_cache_dir() / "onnx" / f"{sha}.onnx"
+    if runtime == "onnx" and card_spec is not None:  # a shipped model exported before: no torch network to build
+        cached = _cached_onnx(onnx_path, card_spec)
+        if cached is not None:
+            cached.meta["sha256"] = sha
+            return cached
     estimator = Estimator.from_checkpoint(weights, device, card_spec)
     estimator.meta["sha256"] = sha  # the model's version (``Estimator.version``)
     if runtime == "torch":
         return estimator
-    from dldl.data.cache import default_cache_dir
-
-    onnx = _onnx_copy(estimator, default_cache_dir() / "onnx" / f"{sha}.onnx")
+    try:
+        onnx = _onnx_copy(estimator, onnx_path)
+    except (OSError, DldlError, RuntimeError) as e:
+        if not auto:
+            raise
+        warnings.warn(f"running {name_or_path} with torch: its ONNX copy could not be made ({first_line(e)})", RuntimeWarning, stacklevel=2)
+        return estimator
     onnx.meta["sha256"] = sha
+    onnx.meta.update({k: v for k, v in estimator.meta.items() if k not in onnx.meta})
     return onnx
+
+
+def _cached_onnx(path: Path, spec: ModelSpec) -> Estimator | None:
+    """The ONNX Runtime copy cached at ``path`` if its sha256 matches the record beside it and it
+    describes the network of ``spec``; else ``None``."""
+    from dldl.export import load_exported
+
+    try:
+        if path.is_file() and path.with_suffix(".sha256").read_text().strip() == file_sha256(path):
+            cached = load_exported(path)
+            if cached.spec == spec:
+                return cached
+    except (OSError, CheckpointError):
+        pass
+    return None
 
 
 def _onnx_copy(estimator: Estimator, path: Path) -> Estimator:
     """``estimator`` run by ONNX Runtime from ``path``, its export cached under the sha256 of the
-    weights it came from. The cached file is used only if its own sha256 matches the record
-    written beside it and it describes the same model (spec); a damaged, truncated or swapped
-    file is exported again."""
+    weights it came from. The cached file is used only if it checks out (:func:`_cached_onnx`); a
+    damaged, truncated or swapped file is exported again."""
     from dldl.export import export, load_exported
 
-    record = path.with_suffix(".sha256")
-    try:
-        if path.is_file() and record.read_text().strip() == file_sha256(path):
-            cached = load_exported(path)
-            if cached.spec == estimator.spec:
-                return cached
-    except (OSError, CheckpointError):
-        pass
+    cached = _cached_onnx(path, estimator.spec)
+    if cached is not None:
+        return cached
     export(estimator, path, "onnx")
-    with atomic_path(record) as tmp:
+    with atomic_path(path.with_suffix(".sha256")) as tmp:
         tmp.write_text(file_sha256(path) + "\n")
     return load_exported(path)
 

@@ -175,7 +175,7 @@ def create_app(models: dict[str, str] | None = None, detector: Any | None = None
         detector = get_detector()
 
     models = models or {"age": DEFAULT_MODELS["age"]}
-    predictors = {task: Predictor(dldl.load(name), detector) for task, name in models.items()}
+    predictors = {task: Predictor(dldl.load(name, runtime="auto"), detector) for task, name in models.items()}
     worker = CapacityLimiter(1)  # one inference at a time: torch and the detector are not shared safely
     pending = {"count": 0}  # touched only on the event loop
     # no Swagger UI / ReDoc: both load their scripts from a CDN and are blank offline; /docs is a
