@@ -42,7 +42,8 @@ def model_card(name: str) -> dict[str, Any]:
 RUNTIMES = ("torch", "onnx", "auto")
 
 
-def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: str = "torch") -> Estimator:
+def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: str = "torch",
+         threads: int | None = None) -> Estimator:
     """A ready :class:`~dldl.inference.Estimator` from a shipped model name, a checkpoint path, or an
     exported ``.onnx`` / ``.torchscript`` file.
 
@@ -50,7 +51,8 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
     ``<cache>/onnx/<sha256 of the weights>.onnx`` and reused while that file checks out (its
     recorded sha256, the same spec); otherwise it is exported again. ``"auto"`` (what
     ``dldl predict`` and ``dldl.predict`` use) is ONNX Runtime on the CPU, and torch on a GPU or
-    when the export cannot be made or cached (a warning says why).
+    when the export cannot be made or cached (a warning says why). ``threads``: ONNX Runtime's
+    intra-op threads (default: one per core).
 
     >>> load("no-such-model")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -67,7 +69,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
         runtime = "onnx" if device.type == "cpu" else "torch"
     path = Path(name_or_path)
     if path.suffix in (".onnx", ".torchscript"):
-        exported = load_exported(path)
+        exported = load_exported(path, threads)
         exported.meta["sha256"] = file_sha256(path)
         return exported
     card: dict[str, Any] = {}
@@ -90,7 +92,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
 
     onnx_path = default_cache_dir() / "onnx" / f"{sha}.onnx"
     if runtime == "onnx" and card_spec is not None:  # a shipped model exported before: no torch network to build
-        cached = _cached_onnx(onnx_path, card_spec)
+        cached = _cached_onnx(onnx_path, card_spec, threads)
         if cached is not None:
             cached.meta["sha256"] = sha
             return cached
@@ -99,7 +101,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
     if runtime == "torch":
         return estimator
     try:
-        onnx = _onnx_copy(estimator, onnx_path)
+        onnx = _onnx_copy(estimator, onnx_path, threads)
     except (OSError, DldlError, RuntimeError) as e:
         if not auto:
             raise
@@ -110,14 +112,14 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
     return onnx
 
 
-def _cached_onnx(path: Path, spec: ModelSpec) -> Estimator | None:
+def _cached_onnx(path: Path, spec: ModelSpec, threads: int | None = None) -> Estimator | None:
     """The ONNX Runtime copy cached at ``path`` if its sha256 matches the record beside it and it
     describes the network of ``spec``; else ``None``."""
     from dldl.export import load_exported
 
     try:
         if path.is_file() and path.with_suffix(".sha256").read_text().strip() == file_sha256(path):
-            cached = load_exported(path)
+            cached = load_exported(path, threads)
             if cached.spec == spec:
                 return cached
     except (OSError, CheckpointError):
@@ -125,19 +127,19 @@ def _cached_onnx(path: Path, spec: ModelSpec) -> Estimator | None:
     return None
 
 
-def _onnx_copy(estimator: Estimator, path: Path) -> Estimator:
+def _onnx_copy(estimator: Estimator, path: Path, threads: int | None = None) -> Estimator:
     """``estimator`` run by ONNX Runtime from ``path``, its export cached under the sha256 of the
     weights it came from. The cached file is used only if it checks out (:func:`_cached_onnx`); a
     damaged, truncated or swapped file is exported again."""
     from dldl.export import export, load_exported
 
-    cached = _cached_onnx(path, estimator.spec)
+    cached = _cached_onnx(path, estimator.spec, threads)
     if cached is not None:
         return cached
     export(estimator, path, "onnx")
     with atomic_path(path.with_suffix(".sha256")) as tmp:
         tmp.write_text(file_sha256(path) + "\n")
-    return load_exported(path)
+    return load_exported(path, threads)
 
 
 def export_shipped(checkpoint: str | Path, name: str, card: dict[str, Any], out_dir: Path = MODELS_DIR) -> Path:
