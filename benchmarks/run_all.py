@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import benchlib
+import cli_vs_peer
 import inference
 import memory
 import pipeline
@@ -39,6 +40,7 @@ FULL = {
                   root=UTKFACE, pool=512),
     "memory": dict(profiles=["cpu", "paper"], steps=3, threads=2),
     "server": dict(requests=500, clients=16),
+    "cli": dict(count=100, repeats=3),
 }
 QUICK = {
     "inference": dict(models=list(inference.MODELS), sizes=[64], threads=[1], batches=[1, 8], backends=list(inference.BACKENDS),
@@ -48,8 +50,10 @@ QUICK = {
                   conv_batch=4),
     "memory": dict(profiles=["cpu"], steps=1, threads=1, batch=8),
     "server": dict(requests=40, clients=8, max_upload_mb=0.2),
+    "cli": dict(count=4, repeats=1),
 }
-RUNNERS = {"inference": inference, "pipeline": pipeline, "train": train_throughput, "memory": memory, "server": server_load}
+RUNNERS = {"inference": inference, "pipeline": pipeline, "train": train_throughput, "memory": memory, "server": server_load,
+           "cli": cli_vs_peer}
 
 
 # --------------------------------------------------------------------------- targets
@@ -86,6 +90,8 @@ def targets(results: dict[str, Any], gpu: dict | None) -> list[list[Any]]:
             rows.append([f">= 10 photos/s on 2 cores (model in {r['runtime']})",
                          f"{r['photos_per_s']} photos/s at {r['threads']} thread(s), slowest stage {r['slowest_stage']}",
                          _pass(r["photos_per_s"] >= 10 if r["threads"] == 2 else None)])
+    if results.get("cli"):
+        rows += cli_vs_peer.targets(results["cli"])
     tr = results.get("train")
     if tr:
         name, size, batch = CPU_PROFILE
@@ -173,6 +179,8 @@ def render(results: dict[str, Any], gpu: dict | None, mode: str, command: str) -
         parts += ["## 1-2. Model cost and inference on this CPU\n", inference.markdown(results["inference"])]
     if results.get("pipeline"):
         parts += ["## 3. Photo pipeline (decode, detect, align, predict)\n", pipeline.markdown(results["pipeline"])]
+    if results.get("cli"):
+        parts += ["## 3b. The user's view: `dldl predict` and the peer as whole processes\n", cli_vs_peer.markdown(results["cli"])]
     if results.get("train"):
         parts += ["## 4. Training throughput against the roofline\n", train_throughput.markdown(results["train"])]
     parts.append(gpu_section(gpu))
