@@ -83,7 +83,7 @@ class TrainConfig:
     task: str = "age"
     labels: str = "0:100:1"  # label set start:stop:step
     sigma: float = 2.0  # Gaussian target std when the dataset gives none
-    target: str = "gaussian"  # gaussian | histogram (rater histograms, e.g. MEBeauty) | interval; interval samples always get interval targets
+    target: str = "gaussian"  # gaussian (per-face sigma where given) | gaussian_fixed (sigma for all) | histogram | interval (dldl.data.datasets.TARGETS); interval samples always get interval targets
     template: str = "utkface"  # alignment template the model's crops follow; photo datasets are aligned to it
     sources: list[dict[str, Any]] = field(default_factory=list)  # mixed training: [{dataset, root, train_split, val_split, test_split, weight, target, limit}]
     epoch_size: int | None = None  # mixed training: samples drawn per epoch (default: all training samples)
@@ -278,7 +278,7 @@ def _targets(samples: SampleList, target: str, sigma: float, labels: LabelSet) -
             raise DldlError(f"{samples.name}: target 'histogram' needs rater histograms, which this dataset lacks")
         counts = torch.tensor([s.histogram for s in samples.samples], dtype=torch.float64)
         return y, histogram_distribution(counts, torch.tensor(samples.histogram_bins), labels)
-    sig = torch.tensor([sigma if s.sigma is None else s.sigma for s in samples.samples])
+    sig = torch.tensor([sigma if s.sigma is None or target == "gaussian_fixed" else s.sigma for s in samples.samples])
     out = gaussian_distribution(y, sig, labels)
     has = torch.tensor([s.interval is not None for s in samples.samples])
     if bool(has.any()):

@@ -22,8 +22,11 @@ from dldl.data import sources
 from dldl.data.samples import SampleList
 from dldl.errors import DataError
 
-TARGETS = ("gaussian", "histogram", "interval")
-"""The target kinds a dataset entry (or a training source) may name."""
+TARGETS = ("gaussian", "gaussian_fixed", "histogram", "interval")
+"""The target kinds a dataset entry (or a training source) may name: ``gaussian`` around the label
+with the face's own sigma where the set gives one (MEBeauty's rater std) and ``sigma`` otherwise;
+``gaussian_fixed`` with ``sigma`` for every face (the paper's); the raters' ``histogram``; an age
+``interval`` (FairFace's groups)."""
 
 
 @dataclass(frozen=True)
