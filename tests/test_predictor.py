@@ -110,7 +110,8 @@ def test_one_call_predict_takes_paths_images_and_arrays():
     path = sorted(PHOTOS_DIR.glob("*.jpg"))[0]
     rgb = np.asarray(Image.open(path).convert("RGB"))
     by_path = dldl.predict(path)
-    assert set(by_path) == {"path", "task", "model", "model_version", "faces", "error"}
+    assert set(by_path) == {"path", "task", "model", "model_version", "scale", "faces", "error"}
+    assert by_path["scale"] == [0.0, 116.0] and "percentile" not in by_path["faces"][0]  # ages get no percentile
     assert by_path["model"] == "mobilenet_v2-age" and len(by_path["model_version"]) == 12 and by_path["faces"]
     face = by_path["faces"][0]
     assert {"face", "box", "landmarks", "score", "age", "interval_90", "flags"} <= set(face) and "distribution" not in face
@@ -122,3 +123,20 @@ def test_one_call_predict_takes_paths_images_and_arrays():
         assert len(other["faces"][0]["distribution"]["probs"]) == 117
     with pytest.raises(ValueError, match=r"must be \(H, W, 3\) uint8, got float64 \(4, 4\)"):
         dldl.predict(np.zeros((4, 4)))
+
+
+def test_beauty_faces_get_a_percentile_among_the_training_faces():
+    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
+    import dldl
+    from dldl.assets import PHOTOS_DIR
+    from dldl.inference import percentile_of
+    from dldl.pretrained import model_card
+
+    quantiles = model_card("mobilenet_v2-mebeauty")["reference_estimates"]["quantiles"]
+    result = dldl.predict(sorted(PHOTOS_DIR.glob("*.jpg"))[0], task="beauty")
+    assert result["scale"] == [1.0, 10.0]
+    for face in result["faces"]:
+        assert 0 <= face["percentile"] <= 100
+        assert face["percentile"] == pytest.approx(percentile_of(face["beauty"], quantiles), abs=0.3)
+    with pytest.raises(ValueError, match=r"101 non-decreasing values .* shape \(3,\)"):
+        percentile_of(1.0, [1.0, 2.0, 3.0])

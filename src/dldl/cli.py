@@ -412,14 +412,14 @@ def _write_csv(path: Path, results: list[dict[str, Any]], name: str) -> None:
 
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "face", "x0", "y0", "x1", "y1", "score", name, "p5", "p95", "note", "error"])
+        w.writerow(["path", "face", "x0", "y0", "x1", "y1", "score", name, "p5", "p95", "percentile", "note", "error"])
         for r in results:
             path = _printable(r["path"])
             for i, face in enumerate(r["faces"], 1):
                 iv = face["interval_90"] or [None, None]
-                w.writerow([path, i, *face["box"], face["score"], face[name], *iv, " ".join(face["flags"]), ""])
+                w.writerow([path, i, *face["box"], face["score"], face[name], *iv, face.get("percentile"), " ".join(face["flags"]), ""])
             if not r["faces"]:
-                w.writerow([path, "", "", "", "", "", "", "", "", "", "", _printable(r["error"] or "no face found")])
+                w.writerow([path, "", "", "", "", "", "", "", "", "", "", "", _printable(r["error"] or "no face found")])
 
 
 SUMMARY_OVER = 20
@@ -448,7 +448,8 @@ def _print_summary(results: list[dict[str, Any]], name: str, model: str) -> None
 def _print_table(results: list[dict[str, Any]], name: str, model: str) -> None:
     from rich.text import Text
 
-    table = Table(title=Text(f"{name} estimates ({_printable(model)})"))
+    scale = next((r["scale"] for r in results if r.get("scale")), None)
+    table = Table(title=Text(f"{name} estimates ({_printable(model)}" + (f", scale {scale[0]:g}-{scale[1]:g}" if scale else "") + ")"))
     for col in ("file", "face", "box", name, "5-95% interval", "note"):
         table.add_column(col)
     for r in results:  # cells as Text: file names are shown as they are, never read as markup
@@ -457,9 +458,19 @@ def _print_table(results: list[dict[str, Any]], name: str, model: str) -> None:
             table.add_row(file, "", "", "", "", Text(_printable((r["error"] or "no face found").removeprefix(f"{r['path']}: "))))
         for i, face in enumerate(r["faces"], 1):
             iv = face["interval_90"]
-            table.add_row(file, str(i), " ".join(f"{v:.0f}" for v in face["box"]), f"{face[name]:.1f}",
+            value = f"{face[name]:.1f}" + (f" ({_ordinal(round(face['percentile']))} pct.)" if face.get("percentile") is not None else "")
+            table.add_row(file, str(i), " ".join(f"{v:.0f}" for v in face["box"]), value,
                           f"{iv[0]:g}-{iv[1]:g}" if iv else "", ", ".join(face["flags"]).replace("_", " "))
     stdout.print(table)
+
+
+def _ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``22nd``.
+
+    >>> [_ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 22, 100)]
+    ['1st', '2nd', '3rd', '4th', '11th', '12th', '13th', '22nd', '100th']
+    """
+    return f"{n}{'th' if 11 <= n % 100 <= 13 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def _printable(text: str) -> str:

@@ -163,13 +163,32 @@ class FacePrediction:
     distribution: np.ndarray | None
     crop: np.ndarray
     flags: tuple[str, ...] = ()
+    percentile: float | None = None  # of ``value`` among the model's estimates on its training faces
 
     def to_dict(self, task: str) -> dict[str, Any]:
-        return {"box": [round(v, 1) for v in self.box],
-                "landmarks": None if self.landmarks is None else np.round(self.landmarks, 1).tolist(),
-                "score": None if self.score is None else round(self.score, 3), task: round(self.value, 3),
-                "interval_90": None if self.interval is None else [round(v, 3) for v in self.interval],
-                "flags": list(self.flags)}
+        out = {"box": [round(v, 1) for v in self.box],
+               "landmarks": None if self.landmarks is None else np.round(self.landmarks, 1).tolist(),
+               "score": None if self.score is None else round(self.score, 3), task: round(self.value, 3),
+               "interval_90": None if self.interval is None else [round(v, 3) for v in self.interval],
+               "flags": list(self.flags)}
+        if self.percentile is not None:
+            out["percentile"] = round(self.percentile, 1)
+        return out
+
+
+def percentile_of(value: float, quantiles: np.ndarray | list[float]) -> float:
+    """Where ``value`` falls among a reference set summarised by its ``(101,)`` quantiles (those of
+    0, 1, ..., 100 %): 0-100, linear between quantiles, clipped at the ends.
+
+    >>> percentile_of(5.0, np.linspace(0.0, 10.0, 101))
+    50.0
+    >>> percentile_of(-3.0, np.linspace(0.0, 10.0, 101)), percentile_of(99.0, np.linspace(0.0, 10.0, 101))
+    (0.0, 100.0)
+    """
+    q = np.asarray(quantiles, dtype=np.float64)
+    if q.shape != (101,) or bool(np.any(np.diff(q) < 0)):
+        raise ValueError(f"quantiles must be 101 non-decreasing values (0..100 %), got shape {q.shape}")
+    return float(np.interp(value, q, np.arange(101.0)))
 
 
 LOW_SCORE = 0.85
@@ -252,9 +271,10 @@ class PhotoResult:
     model_version: str | None = None
 
     def to_dict(self, distribution: bool = False) -> dict[str, Any]:
-        """JSON-ready: ``{"path", "task", "model", "model_version", "faces", "error"}``; each face
-        as :meth:`FacePrediction.to_dict` after its number ``"face"`` (from 1), with
-        ``"distribution": {"labels", "probs"}`` when asked.
+        """JSON-ready: ``{"path", "task", "model", "model_version", "scale", "faces", "error"}``; each
+        face as :meth:`FacePrediction.to_dict` after its number ``"face"`` (from 1), with
+        ``"distribution": {"labels", "probs"}`` when asked. ``scale`` is the model's label range
+        ``[low, high]`` (years for age; the raters' scale for beauty).
         ``model_version`` is the first 12 hex digits of the model file's sha256."""
         values = None if self.labels is None else [round(v, 4) for v in self.labels.values().tolist()]
         faces = []
@@ -264,8 +284,9 @@ class PhotoResult:
                 d["distribution"] = None if face.distribution is None or values is None else {
                     "labels": values, "probs": np.round(face.distribution, 5).tolist()}
             faces.append(d)
+        scale = None if self.labels is None else [round(self.labels.start, 4), round(self.labels.stop, 4)]
         return {"path": self.path, "task": self.task, "model": self.model, "model_version": self.model_version,
-                "faces": faces, "error": self.error}
+                "scale": scale, "faces": faces, "error": self.error}
 
 
 class Predictor:
@@ -316,7 +337,10 @@ class Predictor:
                                 float(pred.estimate[i]), None if intervals is None else tuple(map(float, intervals[i])),
                                 None if pred.distribution is None else pred.distribution[i], crop)
                  for i, (face, crop, box) in enumerate(found)]
-        return [dataclasses.replace(f, flags=face_flags(f, self.estimator.spec)) for f in faces]
+        reference = self.estimator.meta.get("reference_quantiles")
+        return [dataclasses.replace(f, flags=face_flags(f, self.estimator.spec),
+                                    percentile=None if reference is None else percentile_of(f.value, reference))
+                for f in faces]
 
     def result(self, image: np.ndarray, path: str, model: str) -> PhotoResult:
         """:meth:`predict` on ``image`` as the :class:`PhotoResult` of ``path``."""

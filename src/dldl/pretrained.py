@@ -94,10 +94,10 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
     if runtime == "onnx" and card_spec is not None:  # a shipped model exported before: no torch network to build
         cached = _cached_onnx(onnx_path, card_spec, threads)
         if cached is not None:
-            cached.meta["sha256"] = sha
+            cached.meta.update(_card_meta(card, sha))
             return cached
     estimator = Estimator.from_checkpoint(weights, device, card_spec)
-    estimator.meta["sha256"] = sha  # the model's version (``Estimator.version``)
+    estimator.meta.update(_card_meta(card, sha))
     if runtime == "torch":
         return estimator
     try:
@@ -107,9 +107,18 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
             raise
         warnings.warn(f"running {name_or_path} with torch: its ONNX copy could not be made ({first_line(e)})", RuntimeWarning, stacklevel=2)
         return estimator
-    onnx.meta["sha256"] = sha
-    onnx.meta.update({k: v for k, v in estimator.meta.items() if k not in onnx.meta})
+    onnx.meta.update(estimator.meta)
     return onnx
+
+
+def _card_meta(card: dict[str, Any], sha: str) -> dict[str, Any]:
+    """What an estimator carries from its file and card: the weights' sha256 (its version) and,
+    for beauty models, the quantiles of its estimates on its training faces (for percentiles)."""
+    meta: dict[str, Any] = {"sha256": sha}
+    ref = card.get("reference_estimates")
+    if ref:
+        meta["reference_quantiles"] = ref["quantiles"]
+    return meta
 
 
 def _cached_onnx(path: Path, spec: ModelSpec, threads: int | None = None) -> Estimator | None:
