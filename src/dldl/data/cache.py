@@ -113,7 +113,8 @@ def decode_all(samples: SampleList, size: int, workers: int = 2, progress: bool 
     else:
         # spawned, not forked: a fork of a process that already runs torch threads (a loaded model,
         # as in dldl eval) can hang its children
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             missed = _fill(out, pool.map(_decode, jobs, chunksize=64), progress, samples.name)
     if missed:
         first = samples.samples[missed[0]].path
@@ -121,6 +122,20 @@ def decode_all(samples: SampleList, size: int, workers: int = 2, progress: bool 
                                   f"{samples.name}: no face found in {len(missed)} of {len(samples)} images, "
                                   f"the whole image was used (first: {first})"), stacklevel=2)
     return out
+
+
+def exit_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    """In a worker process: exit as soon as process ``parent`` is gone. A pool's workers outlive a
+    parent killed by a signal (a training stopped with ``kill``), and went on decoding for nobody."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _fill(out: np.ndarray, results, progress: bool, name: str) -> list[int]:
