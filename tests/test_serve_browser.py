@@ -161,6 +161,8 @@ def test_upload_photo_in_browser(server, browser, tmp_path):
 
     assert settle(browser, lambda: Select(browser.find_element(By.ID, "task")).select_by_value("beauty")) == "done"
     beauty = [float(e.text) for e in browser.find_elements(By.CSS_SELECTOR, ".face-beauty")]
+    percentiles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".face-percentile")]
+    assert len(percentiles) == len(beauty) and all(p.startswith("above ") and p.endswith("% of training faces") for p in percentiles)
     api_beauty = server_load.send(server, server_load.Upload("valid", PHOTO.name, PHOTO.read_bytes()), task="beauty")["json"]
     assert beauty == pytest.approx([face["beauty"] for face in api_beauty["faces"]], abs=0.1)
     assert not browser.find_elements(By.CSS_SELECTOR, ".face-age")
