@@ -113,6 +113,14 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return p
 
 
+def finish(result: dict[str, Any], json_path: str | Path | None, markdown: Any) -> None:
+    """The end of a benchmark's ``main``: write ``result`` to ``json_path`` (when given) and print
+    ``markdown(result)``."""
+    if json_path:
+        write_json(json_path, result)
+    print(markdown(result))
+
+
 def md_table(header: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table; ``None`` cells print as ``n/a``."""
     cell = lambda v: "n/a" if v is None else str(v)  # noqa: E731

@@ -164,9 +164,7 @@ def main() -> None:
     ap.add_argument("--json", help="write the results to this JSON file")
     a = ap.parse_args()
     result = run(a.photos, a.count, a.repeats, a.peer)
-    if a.json:
-        benchlib.write_json(a.json, result)
-    print(markdown(result))
+    benchlib.finish(result, a.json, markdown)
 
 
 if __name__ == "__main__":

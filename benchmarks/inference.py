@@ -418,9 +418,7 @@ def main() -> None:
     args = ap.parse_args()
     result = run(args.models, args.sizes, args.threads, args.batches, args.backends, args.compile_sizes, args.reps, args.budget,
                  args.root, args.limit, cache_dir=args.cache_dir)
-    if args.json:
-        benchlib.write_json(args.json, result)
-    print(markdown(result))
+    benchlib.finish(result, args.json, markdown)
 
 
 if __name__ == "__main__":

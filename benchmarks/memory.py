@@ -98,9 +98,7 @@ def main() -> None:
     ap.add_argument("--json", help="write the results to this JSON file")
     args = ap.parse_args()
     result = run(args.profiles, args.steps, args.threads, args.batch)
-    if args.json:
-        benchlib.write_json(args.json, result)
-    print(markdown(result))
+    benchlib.finish(result, args.json, markdown)
 
 
 if __name__ == "__main__":

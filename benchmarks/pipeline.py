@@ -136,9 +136,7 @@ def main() -> None:
     ap.add_argument("--json", help="write the results to this JSON file")
     args = ap.parse_args()
     result = run(args.photos, args.limit, args.runtimes, args.threads, args.repeats, args.model, not args.no_tta)
-    if args.json:
-        benchlib.write_json(args.json, result)
-    print(markdown(result))
+    benchlib.finish(result, args.json, markdown)
 
 
 if __name__ == "__main__":

@@ -226,9 +226,7 @@ def main() -> None:
     args = ap.parse_args()
     configs = [(name, size, args.batch) for size in args.sizes for name in args.models]
     result = run(configs, args.threads, args.steps, args.warmup, args.root, args.pool, args.sources, with_roofline=not args.no_roofline)
-    if args.json:
-        benchlib.write_json(args.json, result)
-    print(markdown(result))
+    benchlib.finish(result, args.json, markdown)
 
 
 if __name__ == "__main__":
