@@ -5,7 +5,8 @@ Each chip (200x200, as released) is corrupted at its own resolution, then goes t
 way (resize to the model's crop, centre crop, flip TTA). The shift is ``mean(estimate on the
 corrupted chip - estimate on the clean chip)`` in years; the aim is ``|shift| <= 1`` for each.
 Corruptions: Gaussian blur (sigma 2 px), JPEG at quality 20, down-and-up scaling to 1/3, Gaussian
-noise (std 8 grey levels), unsharp masking (amount 1.5), darker (gamma 1.6) and brighter (gamma 0.6).
+noise (std 8 grey levels), unsharp masking (amount 1.5), darker (gamma 1.6), brighter (gamma 0.6)
+and greyscale (as a scanned black-and-white photo).
 
     python benchmarks/robustness.py --models age_wild=runs/age_wild/best.pt mobilenet_v2-utkface \\
         --limit 500 --json docs/bench/robustness.json
@@ -59,6 +60,7 @@ CORRUPTIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "sharpen_1.5": lambda im: im.filter(ImageFilter.UnsharpMask(radius=2, percent=150, threshold=0)),
     "darker_gamma1.6": lambda im: _gamma(im, 1.6),
     "brighter_gamma0.6": lambda im: _gamma(im, 0.6),
+    "greyscale": lambda im: im.convert("L").convert("RGB"),  # FG-NET: 175 of 1,002 photos are greyscale scans
 }
 
 
