@@ -149,9 +149,10 @@ class YuFaceDetector:
         min_size: drop faces whose box is narrower than this (original pixels); 20 px is already too
             small for the age models. It also sets the working resolution: a photo is detected at
             the side where a ``min_size`` face is still :data:`SMALLEST_FOUND` px wide (but not below
-            :data:`MIN_WORKING_SIDE`, nor above ``max_side``), so a 640 px photo is searched at 320 px
+            :data:`MIN_WORKING_SIDE`, nor above ``max_side``), so a 640 px photo is searched at 480 px
             with the default 20. The detector's cost grows with the pixels (on CPU-2: 32 ms a 640 px
-            photo, 7.5 ms at 320); the crops are still cut from the full-resolution photo.
+            photo, 15 ms at 480, 7.5 ms at 320, where faces near ``min_score`` were lost); the crops
+            are still cut from the full-resolution photo.
         num_threads: OpenMP threads of the detector. 1 by default: on a busy machine (a training job
             on the same cores) more threads made it ~10x slower by spin-waiting.
 
@@ -160,7 +161,7 @@ class YuFaceDetector:
 
     name = "yuface"
     SMALLEST_FOUND = 10  # px: about the narrowest face the network finds
-    MIN_WORKING_SIDE = 320
+    MIN_WORKING_SIDE = 480  # at 320 a borderline face (0.83 at full size) fell under min_score in some video frames
 
     def __init__(self, min_score: float = 0.7, max_side: int | None = 640, min_size: float = 20.0,
                  num_threads: int | None = 1) -> None:
@@ -180,7 +181,7 @@ class YuFaceDetector:
 
         >>> d = YuFaceDetector.__new__(YuFaceDetector); d.max_side, d.min_size = 640, 20.0
         >>> [d.working_side(s) for s in (224, 640, 1280, 4000)]
-        [224, 320, 640, 640]
+        [224, 480, 640, 640]
         """
         side = long_side if self.max_side is None else min(long_side, self.max_side)
         if self.min_size > 0:
