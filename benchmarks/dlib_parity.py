@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dldl.data.augment import MEAN, STD
+from dldl.data.preprocess import MEAN, STD
 from dldl.models.backbone_weights import backbone_weights_path
 from dldl.models.dlib_resnet import DlibResNet, read_dlib_dat
 

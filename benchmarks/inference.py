@@ -4,7 +4,8 @@
    ONNX, int8).
 2. speed: latency at batch 1 and throughput at batch 32 for each model x backend x thread count,
    medians over repeats. Backends: ``eager`` (NCHW), ``channels_last``, ``compile`` (torch.compile,
-   inductor, channels_last), ``onnxruntime`` (the graph ``dldl export --format onnx`` writes),
+   inductor, channels_last), ``onnxruntime`` (the graph ``dldl export --format onnx`` writes: the
+   network and its read-out, softmax and expectation),
    ``int8-torch`` (x86 static quantisation: conv+BN+ReLU fused, per-channel int8 weights, uint8
    activations; head in fp32) and ``int8-onnxruntime`` (ONNX Runtime static QDQ quantisation,
    per-channel). The speed rows use randomly initialised networks (speed does not depend on the
@@ -36,10 +37,10 @@ import torch
 from torch import Tensor, nn
 
 import dldl
-from dldl.data.augment import eval_transform
 from dldl.data.cache import load_cached
 from dldl.data.images import load_face
 from dldl.data.datasets import load_dataset
+from dldl.data.preprocess import eval_transform
 from dldl.export import OnnxNetwork, export, load_exported
 from dldl.labels import LabelSet
 from dldl.metrics import mae
@@ -109,8 +110,10 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calibration: Tensor) -> Path:
 
     pre = out_path.with_name(out_path.stem + ".pre.onnx")
     quant_pre_process(str(fp32_path), str(pre))
+    # the network's layers only: the read-out (softmax, expectation) at the end of the graph stays float
     quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["Conv", "Gemm", "MaxPool", "GlobalAveragePool", "Relu", "Add"])
     pre.unlink()
     return out_path
 
@@ -178,12 +181,17 @@ def runner(art: Artifacts, backend: str, threads: int, compiled: dict | None) ->
     if backend == "compile":
         return (compiled["model"], True) if compiled and "model" in compiled else (compiled or {}).get("error", "n/a")
     if backend == "onnxruntime":
-        return OnnxNetwork(art.onnx, threads), False
+        return _numpy_call(OnnxNetwork(art.onnx, threads)), False
     if backend == "int8-torch":
         return (art.torch_int8, True) if art.torch_int8 is not None else (art.int8_note or "n/a")
     if backend == "int8-onnxruntime":
-        return OnnxNetwork(art.onnx_int8, threads), False
+        return _numpy_call(OnnxNetwork(art.onnx_int8, threads)), False
     raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+
+
+def _numpy_call(net: OnnxNetwork) -> Callable[[Tensor], Any]:
+    """An ONNX graph (network and read-out, numpy in and out) called on a torch batch."""
+    return lambda x: net(x.numpy())
 
 
 def compile_model(art: Artifacts, batch: int, enabled: bool) -> dict[str, Any]:
@@ -294,8 +302,7 @@ def calibration_images(root: Path | None, count: int) -> Tensor:
         paths = [s.path for s in train[:: max(1, len(train) // count)][:count]]
     else:
         paths = sorted(SAMPLES_DIR.glob("*.jpg"))
-    crops = torch.from_numpy(np.stack([load_face(p, est.cache_size) for p in paths])).permute(0, 3, 1, 2)
-    return eval_transform(crops, est.input_size)
+    return torch.from_numpy(eval_transform(np.stack([load_face(p, est.cache_size) for p in paths]), est.input_size))
 
 
 # --------------------------------------------------------------------------- run + report

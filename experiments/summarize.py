@@ -11,20 +11,22 @@ from pathlib import Path
 
 
 def main(folders: list[str]) -> None:
-    print("| run | loss | epochs (best) | val MAE | test MAE, flip TTA | test MAE, no TTA | test CS(5) | RMSE | Pearson | train img/s (median) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| run | loss | target | epochs (best) | val MAE | test MAE, flip TTA | test MAE, no TTA | test CS(5) | RMSE | Pearson | train img/s (median) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for folder in folders:
         path = Path(folder) / "report.json"
         if not path.exists():
-            print(f"| {Path(folder).name} | (not finished) | | | | | | | | |")
+            print(f"| {Path(folder).name} | (not finished) | | | | | | | | | |")
             continue
         r = json.loads(path.read_text())
         cfg, t, n, hist = r["config"], r["test"], r["test_no_flip"], r["history"]
         best = min(hist, key=lambda h: h["val_mae"])
         speed = sorted(h["images_per_s"] for h in hist)[len(hist) // 2]
-        extra = "" if cfg["hybrid_pool"] else ", plain GAP"
+        kwargs = cfg.get("model_kwargs") or {}
+        extra = ", plain GAP" if kwargs.get("hybrid_pool", cfg.get("hybrid_pool")) is False else ""
         loss = cfg["loss"] + (f", lambda {cfg['lam']:g}" if cfg["loss"] == "dldl_v2" else "") + extra
-        print(f"| {Path(folder).name} | {loss} | {len(hist)} ({best['epoch']}) | {r['best_val_mae']:.3f} | {t['mae']:.3f} | "
+        target = cfg.get("target", "gaussian") + (f", sigma {cfg['sigma']:g}" if cfg.get("target", "gaussian") == "gaussian_fixed" else "")
+        print(f"| {Path(folder).name} | {loss} | {target} | {len(hist)} ({best['epoch']}) | {r['best_val_mae']:.3f} | {t['mae']:.3f} | "
               f"{n['mae']:.3f} | {t['cs5']:.3f} | {t['rmse']:.3f} | {t['pearson']:.3f} | {speed} |")
 
 

@@ -31,7 +31,7 @@ def main() -> None:
     face = load_face(sample.path, ranking.cache_size)[None]
     curves = {f"ranking (implied), E={ranking.predict_arrays(face).estimate[0]:.1f}": ranking.predict_arrays(face).distribution[0],
               f"DLDL, E={dldl.predict_arrays(face).estimate[0]:.1f}": dldl.predict_arrays(face).distribution[0]}
-    plot_distributions(curves, ranking.labels.values().numpy(), args.out, true=sample.label,
+    plot_distributions(curves, ranking.labels.values(), args.out, true=sample.label,
                        title=f"{sample.path.name}: true age {sample.label:g}")
     print(args.out, {k: float(np.round(v.max(), 3)) for k, v in curves.items()})
 

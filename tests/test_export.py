@@ -55,8 +55,8 @@ def _with_metadata(src, dst, change):
 
 
 @pytest.mark.parametrize("change, problem", [
-    (lambda s: s.update(objective="l1", num_outputs=1), "its graph outputs (101,) values per image, but its metadata (l1 over 101 labels) needs 1"),
-    (lambda s: s.update(labels={"start": 0, "stop": 50, "step": 1}, num_outputs=51), "needs 51"),
+    (lambda s: s.update(objective="l1", num_outputs=1), "its graph gives a distribution over 101 labels per image, but its metadata (l1 over 101 labels) needs none"),
+    (lambda s: s.update(labels={"start": 0, "stop": 50, "step": 1}, num_outputs=51), "needs one over 51 labels"),
     (lambda s: s.update(cache_size=100000), "cache_size 100000: must be a whole number in [input_size, 2048]"),
     (lambda s: s.update(input_size=96, cache_size=108), "its graph does not take the 96x96 input its metadata states"),
     (lambda s: s.update(task="age[/red] ../../x"), "task 'age[/red] ../../x': must be one of age, beauty"),

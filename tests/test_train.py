@@ -206,6 +206,6 @@ def test_target_kinds_use_the_faces_sigma_or_the_fixed_one():
     samples = SampleList("s", [Sample(Path("a.jpg"), 5.0, sigma=0.5), Sample(Path("b.jpg"), 5.0, sigma=None)])
     _, own = _targets(samples, "gaussian", 2.0, labels)
     _, fixed = _targets(samples, "gaussian_fixed", 2.0, labels)
-    width = lambda p: float((p * (labels.values().float() - 5.0) ** 2).sum().sqrt())  # noqa: E731
+    width = lambda p: float((p * (torch.as_tensor(labels.values()).float() - 5.0) ** 2).sum().sqrt())  # noqa: E731
     assert width(own[0]) < 0.8 < 1.6 < width(own[1])  # the face's 0.5, the default 2.0 where it has none
     assert abs(width(fixed[0]) - width(fixed[1])) < 1e-6 and width(fixed[0]) > 1.6

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dldl.errors import CheckpointError, first_line
+from dldl.lazy import lazy_import
+
+torch = lazy_import("torch")  # on first save/load: file_sha256 and atomic_path serve the photo pipeline too
 
 FORMAT = "dldl"
 FORMAT_VERSION = 1

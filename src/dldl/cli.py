@@ -24,7 +24,6 @@ from dldl.assets import PHOTOS_DIR, SAMPLES_DIR
 from dldl.data.datasets import DATASETS
 from dldl.errors import DldlError, first_line
 from dldl.losses import OBJECTIVES
-from dldl.models.registry import list_models
 from dldl.pretrained import DEFAULT_MODELS
 
 DEFAULT_MODEL = DEFAULT_MODELS["age"]
@@ -96,7 +95,7 @@ def train(
     root: Annotated[Optional[str], typer.Option(help="Dataset folder, or for --dataset csv your CSV: a header "
                                                      "line, then one row per image, columns path,label[,sigma] "
                                                      "(paths relative to the CSV; a validation share is held out).")] = None,
-    model: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(list_models())}.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="An architecture: `dldl info` lists them (tiny_age_net, thin_age_net, mobilenet_v2, ...).")] = None,
     loss: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(OBJECTIVES)}.")] = None,
     epochs: Annotated[Optional[int], typer.Option()] = None,
     batch_size: Annotated[Optional[int], typer.Option()] = None,
@@ -262,12 +261,6 @@ def predict(
 
         detector = get_detector(min_score=min_score, min_size=min_face_size)
     predictor = Predictor(load(model, device, runtime), detector, tta_flip=not no_tta)
-    if _runs_in_onnx_runtime(predictor.estimator):
-        import torch
-
-        # torch only resizes a photo's few crops then; its thread pool spin-waited between them
-        # (CPU-2, 100 photos: 6.1 s of CPU with 2 threads, 4.5 s with one, wall time 4.2 vs 4.3 s)
-        torch.set_num_threads(1)
     name = predictor.estimator.task
     if videos:
         code = _predict_videos(files, predictor, str(model), as_json, save_dir, every, fps, frames, strict)
@@ -297,7 +290,7 @@ def predict(
                     from dldl.plots import plot_face_distributions
 
                     plot_face_distributions(np.stack([face.crop for face in faces]), np.stack([face.distribution for face in faces]),
-                                            predictor.estimator.labels.values().numpy(), plots[i],
+                                            predictor.estimator.labels.values(), plots[i],
                                             pred=np.array([face.value for face in faces]), label_name=name)
                     written.append(plots[i])
             except OSError as e:  # e.g. the disk filled: no more pictures, the estimates go on
@@ -323,12 +316,6 @@ def predict(
     unreadable = sum(1 for r in results if r["error"])
     if unreadable == len(results) or (strict and unreadable):
         raise typer.Exit(EXIT_INPUTS)
-
-
-def _runs_in_onnx_runtime(estimator: Any) -> bool:
-    from dldl.export import OnnxNetwork
-
-    return isinstance(estimator.model, OnnxNetwork)
 
 
 def _predict_videos(sources: list[Path], predictor: Any, model: str, as_json: bool, save_dir: Path | None,

@@ -69,16 +69,14 @@ def fit_temperature(pred: Prediction, samples: SampleList, level: float = 0.9,
 
     if pred.distribution is None:
         raise ValueError("temperature scaling needs predicted distributions")
-    import torch
-
     grid = np.round(np.concatenate([np.arange(0.05, 0.2, 0.01), np.arange(0.2, 6.01, 0.02)]), 3) if grid is None else grid
     bounds = np.array([s.bounds for s in samples.samples], dtype=np.float64).reshape(-1, 2)
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     half = pred.labels.step / 2
     best = (float(grid[-1]), 0.0)
     for t in grid:
-        p = torch.from_numpy(temper(pred.distribution, float(t)))
-        lo, hi = quantile(p, pred.labels, lo_q).numpy(), quantile(p, pred.labels, hi_q).numpy()
+        p = temper(pred.distribution, float(t))
+        lo, hi = quantile(p, pred.labels, lo_q), quantile(p, pred.labels, hi_q)
         cov = float(np.mean((lo <= bounds[:, 1] + half) & (hi >= bounds[:, 0] - half)))
         if cov >= level:
             return float(t), cov
@@ -127,6 +125,6 @@ def write_plots(estimator: Estimator, pred: Prediction, samples: SampleList, ima
     ]
     if pred.distribution is not None:
         pick = np.linspace(0, len(samples) - 1, num=min(8, len(samples))).astype(int)
-        paths.append(plots.plot_face_distributions(images[pick], pred.distribution[pick], estimator.labels.values().numpy(),
+        paths.append(plots.plot_face_distributions(images[pick], pred.distribution[pick], estimator.labels.values(),
                                                    out / "faces.png", true=true[pick], pred=pred.estimate[pick]))
     return paths

@@ -7,20 +7,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
-from dldl.checkpoint import load_checkpoint
-from dldl.data.augment import EVAL_CROP, MEAN, STD, eval_transform
 from dldl.data.images import load_face
-from dldl.devices import resolve_device
+from dldl.data.preprocess import EVAL_CROP, MEAN, STD, eval_transform
 from dldl.errors import CheckpointError, DataError, DldlError, first_line
 from dldl.labels import LabelSet, quantile
 from dldl.losses import get_objective
 from dldl.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -36,31 +35,50 @@ class Prediction:
         """``(N, 2)`` quantile interval of each predicted distribution (``None`` without one)."""
         if self.distribution is None:
             return None
-        p = torch.from_numpy(self.distribution)
-        return torch.stack([quantile(p, self.labels, low), quantile(p, self.labels, high)], 1).numpy()
+        return np.stack([quantile(self.distribution, self.labels, low), quantile(self.distribution, self.labels, high)], 1)
 
 
 class Estimator:
     """A trained model ready to predict: the network and its :class:`~dldl.models.spec.ModelSpec`.
 
+    Crops become network inputs in numpy (:func:`~dldl.data.preprocess.eval_transform`); the
+    network runs in one of two ways:
+
+    - an ``nn.Module`` (``spec.create_model()`` with trained weights, or a TorchScript or quantised
+      copy) runs in torch on ``device``, followed by its objective's read-out
+      (:class:`~dldl.models.readout.ReadOut`);
+    - a :class:`~dldl.export.OnnxNetwork` is an exported graph that holds the read-out itself (at
+      the temperature of the spec it was exported with) and runs in ONNX Runtime, without torch.
+
     Args:
-        model: the network (``spec.create_model()``) with trained weights, or any module with
-            the same input and output (an ONNX Runtime session, a quantised copy).
+        model: the network, as above.
         spec: what the model needs: label set, objective, input and crop sizes, task, template.
         meta: free-form facts about the run (metrics, config, epoch).
+        device: where an ``nn.Module`` runs (an ONNX graph runs on the CPU).
     """
 
-    def __init__(self, model: nn.Module, spec: ModelSpec, meta: dict[str, Any] | None = None,
+    def __init__(self, model: Any, spec: ModelSpec, meta: dict[str, Any] | None = None,
                  device: str | torch.device = "cpu") -> None:
+        from dldl.export import OnnxNetwork
+
         if (tuple(spec.mean), tuple(spec.std)) != (MEAN, STD) or spec.eval_crop != EVAL_CROP:
             raise DldlError(f"model spec asks for normalisation {spec.mean}/{spec.std} and eval crop "
                             f"{spec.eval_crop}; this dldl feeds {MEAN}/{STD} and {EVAL_CROP}")
-        self.model = model.eval()
         self.spec = spec
         self.objective = get_objective(spec.objective)
         self.meta = meta or {}
-        self.device = resolve_device(device)
-        self.model.to(self.device)
+        if isinstance(model, OnnxNetwork):
+            if model.spec != spec:
+                raise DldlError("an ONNX graph holds the read-out of the spec it was exported with; "
+                                "export the model again to change its spec")
+            self.model, self.device, self._read_out = model, "cpu", None
+        else:
+            from dldl.devices import resolve_device
+            from dldl.models.readout import ReadOut
+
+            self.device = resolve_device(device)
+            self.model = model.eval().to(self.device)
+            self._read_out = ReadOut(self.model, spec)
 
     labels = property(lambda self: self.spec.labels)
     input_size = property(lambda self: self.spec.input_size)
@@ -74,6 +92,8 @@ class Estimator:
                         ) -> "Estimator":
         """Load a checkpoint written by ``dldl train`` (EMA weights when it has them). ``spec``
         (a model card's) replaces the file's own; it must describe the same network."""
+        from dldl.checkpoint import load_checkpoint
+
         ck = load_checkpoint(path)
         own = ModelSpec.from_payload(ck, path)
         if spec is not None and own.replace(label_range=None, temperature=1.0) != spec.replace(label_range=None, temperature=1.0):
@@ -86,60 +106,50 @@ class Estimator:
             raise CheckpointError(path, f"does not hold a usable dldl model ({first_line(e)})") from None
         return cls(model, spec, {k: ck[k] for k in ("metrics", "config", "epoch") if k in ck}, device)
 
-    @torch.no_grad()
-    def predict_batch(self, images: Tensor, tta_flip: bool = True) -> tuple[Tensor, Tensor | None]:
-        """``(N, 3, S, S)`` uint8 crops on any device -> ``(N,)`` estimates, ``(N, K)`` distributions.
+    def predict_arrays(self, images: np.ndarray, tta_flip: bool = True, batch_size: int = 256) -> Prediction:
+        """``(N, S, S, 3)`` uint8 face crops (S = ``cache_size`` ideally) -> :class:`Prediction`.
 
         With ``tta_flip`` the outputs for the crop and its mirror image are averaged (probabilities
-        for distribution losses, estimates for regression).
+        for distribution losses, estimates for regression: every estimate is linear in the outputs
+        it averages, E[p] for softmax losses and the soft count for ranking, so the mean estimate
+        is the estimate of the mean distribution).
         """
-        est, dist = self.predict_views(images, tta_flip)
-        # every estimate is linear in the outputs it averages (E[p] for softmax losses, the soft
-        # count for ranking), so the mean estimate is the estimate of the mean distribution
-        return est.mean(0), None if dist is None else dist.mean(0)
-
-    @torch.no_grad()
-    def predict_views(self, images: Tensor, tta_flip: bool = True) -> tuple[Tensor, Tensor | None]:
-        """:meth:`predict_batch` before the views are averaged: ``(V, N)`` estimates and
-        ``(V, N, K)`` distributions, view 0 the crop and (with ``tta_flip``) view 1 its mirror."""
-        images = images.to(self.device)
-        x = eval_transform(images, self.input_size)
-        views = 2 if tta_flip else 1
-        if tta_flip:  # both views in one forward pass (faster at small batches; eval-mode BN is per-image)
-            x = torch.cat([x, x.flip(3)])
-        out = self.model(x.contiguous(memory_format=torch.channels_last)).float()
-        if self.spec.temperature != 1.0 and self.objective.distribution is not None:
-            out = out / self.spec.temperature
-        est = self.objective.estimate(out, self.labels).unflatten(0, (views, -1))
-        dist = None if self.objective.distribution is None else self.objective.distribution(out).unflatten(0, (views, -1))
-        return est, dist
-
-    def predict_arrays(self, images: np.ndarray, tta_flip: bool = True, batch_size: int = 256) -> Prediction:
-        """``(N, S, S, 3)`` uint8 face crops (S = ``cache_size`` ideally) -> :class:`Prediction`."""
-        est, dist = self._run(images, tta_flip, batch_size)
-        return Prediction(est.mean(0).numpy(), None if dist is None else dist.mean(0).numpy(), self.labels)
+        est, dist = self._views(images, tta_flip, batch_size)
+        return Prediction(est.mean(0), None if dist is None else dist.mean(0), self.labels)
 
     def predict_arrays_both(self, images: np.ndarray, batch_size: int = 256) -> tuple[Prediction, Prediction]:
         """``(with flip TTA, without)`` for ``(N, S, S, 3)`` uint8 crops, from one pass over both views
         (what ``dldl eval`` reports; equal to two :meth:`predict_arrays` calls)."""
-        est, dist = self._run(images, True, batch_size)
-        return (Prediction(est.mean(0).numpy(), None if dist is None else dist.mean(0).numpy(), self.labels),
-                Prediction(est[0].numpy(), None if dist is None else dist[0].numpy(), self.labels))
+        est, dist = self._views(images, True, batch_size)
+        return (Prediction(est.mean(0), None if dist is None else dist.mean(0), self.labels),
+                Prediction(est[0], None if dist is None else dist[0], self.labels))
 
-    def _run(self, images: np.ndarray, tta_flip: bool, batch_size: int) -> tuple[Tensor, Tensor | None]:
-        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 of shape (N, S, S, 3), got {images.dtype} {images.shape}")
-        was_training = self.model.training
-        self.model.eval()
+    def _views(self, images: np.ndarray, tta_flip: bool, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(V, N)`` estimates and ``(V, N, K)`` distributions, view 0 the crop and (with
+        ``tta_flip``) view 1 its mirror image, both views of a batch in one network call."""
+        if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+            got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+            raise ValueError(f"images must be uint8 of shape (N, S, S, 3), got {got}")
+        views = 2 if tta_flip else 1
         est, dist = [], []
         for i in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.require(images[i:i + batch_size], requirements=["C", "W"])).permute(0, 3, 1, 2)
-            e, d = self.predict_views(batch, tta_flip)
-            est.append(e.cpu())
+            x = eval_transform(images[i:i + batch_size], self.input_size)
+            if tta_flip:
+                x = np.concatenate([x, x[..., ::-1]])
+            e, d = self._network(np.ascontiguousarray(x))
+            est.append(e.reshape(views, -1))
             if d is not None:
-                dist.append(d.cpu())
-        self.model.train(was_training)
-        return torch.cat(est, 1), torch.cat(dist, 1) if dist else None
+                dist.append(d.reshape(views, -1, d.shape[-1]))
+        if not est:
+            empty = np.zeros((views, 0, self.labels.num_labels), np.float32)
+            return empty[..., 0], None if self.objective.distribution is None else empty
+        return np.concatenate(est, 1), np.concatenate(dist, 1) if dist else None
+
+    def _network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Normalised ``(N, 3, S, S)`` float32 -> ``(N,)`` estimates, ``(N, K)`` distributions."""
+        if self._read_out is None:
+            return self.model(x)
+        return self._read_out.run(x, self.device)
 
     def predict_files(self, paths: list[str | Path], tta_flip: bool = True) -> Prediction:
         """Face-crop image files -> :class:`Prediction` (raises DataError naming a bad file)."""

@@ -3,15 +3,26 @@
 A *label set* is the discrete, evenly spaced set of values ``l_1 < ... < l_K`` the network
 predicts a distribution over: ages 0..100 step 1, beauty 1..5 step 0.1, or any range/step.
 A *label distribution* is a ``(N, K)`` tensor whose rows sum to 1.
+
+``LabelSet`` and the read-outs of a predicted distribution (:func:`quantile`) are numpy; the
+training targets are torch, imported on first use (:mod:`dldl.lazy`), so the photo pipeline
+runs without torch.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+import numpy as np
+
+from dldl.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")
 
 AGE_RANGE = (0.0, 100.0, 1.0)
 
@@ -23,7 +34,7 @@ class LabelSet:
     >>> LabelSet(0, 100, 1).num_labels
     101
     >>> LabelSet(1, 5, 0.1).values()[:3]
-    tensor([1.0000, 1.1000, 1.2000], dtype=torch.float64)
+    array([1. , 1.1, 1.2])
     """
 
     start: float
@@ -45,10 +56,9 @@ class LabelSet:
     def num_labels(self) -> int:
         return int(round((self.stop - self.start) / self.step)) + 1
 
-    def values(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
-        """The ``(K,)`` label values."""
-        idx = torch.arange(self.num_labels, dtype=torch.float64, device=device)
-        return (self.start + idx * self.step).to(dtype)
+    def values(self) -> np.ndarray:
+        """The ``(K,)`` float64 label values (``torch.as_tensor(labels.values(), ...)`` for a tensor)."""
+        return self.start + np.arange(self.num_labels, dtype=np.float64) * self.step
 
     def contains(self, y: float) -> bool:
         """Whether ``y`` lies inside ``[start, stop]`` (with a small tolerance)."""
@@ -116,7 +126,7 @@ def gaussian_distribution(y: Tensor, sigma: Tensor | float, labels: LabelSet) ->
         raise ValueError(f"sigma must have shape {tuple(y.shape)} like y, got {tuple(sig.shape)}")
     if bool((sig < 0).any()) or not bool(torch.isfinite(sig).all()):
         raise ValueError("sigma must be finite and >= 0")
-    values = labels.values(device=y.device)  # (K,)
+    values = torch.as_tensor(labels.values(), device=y.device)  # (K,)
     diff = values[None, :] - y.to(torch.float64)[:, None]  # (N, K)
     safe = sig.clamp_min(1e-12)[:, None]
     logits = -0.5 * (diff / safe) ** 2
@@ -163,7 +173,7 @@ def interval_distribution(low: Tensor, high: Tensor, sigma: Tensor | float, labe
     sig = (sig.expand(low.shape[0]) if sig.dim() == 0 else sig)[:, None]
     if sig.shape[0] != low.shape[0] or bool((sig < 0).any()):
         raise ValueError(f"sigma must be >= 0, a float or of shape {tuple(low.shape)}")
-    v = labels.values(device=low.device)[None, :]
+    v = torch.as_tensor(labels.values(), device=low.device)[None, :]
     half = labels.step / 2
     inside = ((v >= lo - 1e-9) & (v <= hi + 1e-9)).to(torch.float64)
     soft = sig > 0
@@ -228,29 +238,35 @@ def expectation(p: Tensor, labels: LabelSet) -> Tensor:
     """
     if p.dim() != 2 or p.shape[1] != labels.num_labels:
         raise ValueError(f"p must have shape (N, {labels.num_labels}), got {tuple(p.shape)}")
-    return p @ labels.values(dtype=p.dtype, device=p.device)
+    return p @ torch.as_tensor(labels.values(), dtype=p.dtype, device=p.device)
 
 
-def posterior_median(p: Tensor, labels: LabelSet) -> Tensor:
+def posterior_median(p: np.ndarray, labels: LabelSet) -> np.ndarray:
     """The median label of ``(N, K)`` distributions, shape ``(N,)``: the first label whose
     cumulative probability reaches 0.5.
 
-    >>> posterior_median(torch.tensor([[0.2, 0.2, 0.1, 0.5]]), LabelSet(0, 3, 1))
-    tensor([2.])
+    >>> posterior_median(np.array([[0.2, 0.2, 0.1, 0.5]]), LabelSet(0, 3, 1))
+    array([2.])
     """
     return quantile(p, labels, 0.5)
 
 
-def quantile(p: Tensor, labels: LabelSet, q: float) -> Tensor:
-    """The ``q``-quantile label of ``(N, K)`` distributions, shape ``(N,)``.
+def quantile(p: np.ndarray, labels: LabelSet, q: float) -> np.ndarray:
+    """The ``q``-quantile label of ``(N, K)`` distributions (an array, or a CPU tensor), shape
+    ``(N,)``: the first label whose cumulative probability reaches ``q``.
 
-    >>> quantile(torch.tensor([[0.1, 0.8, 0.1]]), LabelSet(0, 2, 1), 0.95)
-    tensor([2.])
+    >>> quantile(np.array([[0.1, 0.8, 0.1]]), LabelSet(0, 2, 1), 0.95)
+    array([2.])
+    >>> quantile(np.ones((1, 4)) / 4, LabelSet(0, 2, 1), 0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: p must have shape (N, 3), got (1, 4)
     """
-    if p.dim() != 2 or p.shape[1] != labels.num_labels:
+    p = np.asarray(p)
+    if p.ndim != 2 or p.shape[1] != labels.num_labels:
         raise ValueError(f"p must have shape (N, {labels.num_labels}), got {tuple(p.shape)}")
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must be in [0, 1], got {q}")
-    cdf = p.to(torch.float64).cumsum(dim=1)
-    idx = (cdf < q - 1e-9).sum(dim=1).clamp(max=labels.num_labels - 1)
-    return labels.values(dtype=p.dtype, device=p.device)[idx]
+    cdf = p.astype(np.float64).cumsum(axis=1)
+    idx = np.minimum((cdf < q - 1e-9).sum(axis=1), labels.num_labels - 1)
+    return labels.values()[idx]

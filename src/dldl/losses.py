@@ -26,14 +26,16 @@ takes ``bounds=(low, high)`` and the term becomes the distance of ``E[p]`` to th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING, Callable, Literal
 
 from dldl.errors import ConfigError
 from dldl.labels import LabelSet, expectation
+from dldl.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")  # on first use: the Objective table is read without torch (dldl.lazy)
 
 KLReduction = Literal["reference", "batchmean"]
 
@@ -60,7 +62,7 @@ def kl_divergence(logits: Tensor, target: Tensor, reduction: KLReduction = "refe
     0.0
     """
     _check(logits, logits.shape[1] if logits.dim() == 2 else -1, target=target)
-    log_p = F.log_softmax(logits.float(), dim=1)
+    log_p = torch.nn.functional.log_softmax(logits.float(), dim=1)
     t = target.float()
     kl = torch.where(t > 0, t * (torch.log(t.clamp_min(1e-30)) - log_p), torch.zeros_like(t)).sum()
     denom = logits.shape[0] * (logits.shape[1] if reduction == "reference" else 1)
@@ -127,7 +129,7 @@ def softmax_loss(logits: Tensor, y: Tensor, labels: LabelSet) -> Tensor:
     True
     """
     _check(logits, labels.num_labels, y=y)
-    return F.cross_entropy(logits.float(), labels.nearest_index(y))
+    return torch.nn.functional.cross_entropy(logits.float(), labels.nearest_index(y))
 
 
 def to_unit_range(y: Tensor, labels: LabelSet) -> Tensor:
@@ -163,7 +165,7 @@ def ranking_targets(y: Tensor, labels: LabelSet) -> Tensor:
     >>> ranking_targets(torch.tensor([1.0]), LabelSet(0, 3, 1))
     tensor([[1., 0., 0.]])
     """
-    return (y.float()[:, None] > labels.values(torch.float32, y.device)[None, :-1]).float()
+    return (y.float()[:, None] > torch.as_tensor(labels.values(), dtype=torch.float32, device=y.device)[None, :-1]).float()
 
 
 def ranking_loss(logits: Tensor, y: Tensor, labels: LabelSet) -> Tensor:
@@ -172,7 +174,7 @@ def ranking_loss(logits: Tensor, y: Tensor, labels: LabelSet) -> Tensor:
     ``logits`` ``(N, K-1)``: logit of ``P(y > l_k)``.
     """
     _check(logits, labels.num_labels - 1, y=y)
-    bce = F.binary_cross_entropy_with_logits(logits.float(), ranking_targets(y, labels), reduction="none")
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), ranking_targets(y, labels), reduction="none")
     return bce.sum(dim=1).mean()
 
 

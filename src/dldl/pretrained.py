@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dldl.assets import MODELS_DIR
 from dldl.checkpoint import atomic_path, file_sha256, load_checkpoint, save_checkpoint
-from dldl.devices import resolve_device
 from dldl.errors import CheckpointError, DldlError, first_line
 from dldl.inference import Estimator
 from dldl.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_MODELS = {"age": "mobilenet_v2-age", "beauty": "mobilenet_v2-mebeauty"}
 """The model ``dldl predict`` and ``dldl serve`` use for each task."""
@@ -63,10 +63,14 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
 
     if runtime not in RUNTIMES:
         raise DldlError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-    device = resolve_device(device)  # a bad --device is named as such, before any model file is read
+    if device != "cpu":  # torch names the device (a bad --device is named as such, before any model file is read)
+        from dldl.devices import resolve_device
+
+        device = resolve_device(device)
+    on_cpu = device == "cpu" or device.type == "cpu"
     auto = runtime == "auto"
     if auto:
-        runtime = "onnx" if device.type == "cpu" else "torch"
+        runtime = "onnx" if on_cpu else "torch"
     path = Path(name_or_path)
     if path.suffix in (".onnx", ".torchscript"):
         exported = load_exported(path, threads)

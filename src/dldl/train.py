@@ -42,7 +42,8 @@ from torch import nn
 
 from dldl.checkpoint import atomic_path, load_checkpoint, process_alive, remove_stale_temps, save_checkpoint
 from dldl.config import coerce, load_yaml
-from dldl.data.augment import AugmentConfig, cache_size_for, train_transform
+from dldl.data.augment import AugmentConfig, train_transform
+from dldl.data.preprocess import cache_size_for
 from dldl.data.cache import load_cached
 from dldl.data.datasets import DATASETS, TARGETS, get_dataset, load_dataset
 from dldl.data.samples import SampleList

@@ -148,11 +148,9 @@ class Track:
         """The track's estimate and 5-95% interval, from the mean of its frames' distributions."""
         if any(d is None for d in self.distributions):
             return float(np.median(self.values)), None
-        import torch
-
         from dldl.labels import quantile
 
-        mean = torch.from_numpy(np.mean(np.stack(self.distributions), 0)[None])
+        mean = np.mean(np.stack(self.distributions), 0)[None]
         interval = (float(quantile(mean, labels, 0.05)[0]), float(quantile(mean, labels, 0.95)[0]))
         return float(np.mean(self.values)), interval
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dldl.data.augment import MEAN, STD
+from dldl.data.preprocess import MEAN, STD
 from dldl.errors import CheckpointError, DldlError
 from dldl.models import create_model
 from dldl.models.backbone_weights import BACKBONE_WEIGHTS, backbone_weights_path, load_backbone_weights

@@ -1,4 +1,4 @@
-"""Batched training augmentation and the test-time transform, as plain torch ops (CPU or CUDA).
+"""Batched training augmentation, as plain torch ops (CPU or CUDA).
 
 The DLDL-v2 paper (Gao et al., IJCAI 2018) trains with horizontal flips, grayscale (p 0.5),
 resolution degradation (down-scale to between ``output_size / 2`` and ``output_size`` and back
@@ -30,7 +30,8 @@ the image spans ``[-1, 1]``). A crop of side fraction ``c`` centred at ``(tx, ty
 ``a`` (degrees, positive = counter-clockwise as displayed) and an optional mirror samples the
 source at ``(tx, ty) + c * [[cos a, -sin a], [sin a, cos a]] @ (+-x_out, y_out)``.
 
-Test-time crop (``EVAL_CROP``): ``eval_transform`` takes the centred crop of side
+Test-time crop (``EVAL_CROP``): ``dldl.data.preprocess.eval_transform`` (numpy, what every
+estimator feeds its network) takes the centred crop of side
 ``EVAL_CROP = 0.9`` of the source, the *mean* training crop side: training crop sides are drawn
 uniformly from ``crop_scale = (0.8, 1.0)``, whose mean is 0.9, so faces appear at the same scale,
 on average, at training and test time. With the default 72 px cache and 64 px network that is a
@@ -52,45 +53,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dldl.data.preprocess import EVAL_CROP, MEAN, PRESIZE_RATIO, STD
+
 __all__ = [
-    "EVAL_CROP",
-    "MEAN",
-    "STD",
-    "CACHE_RATIO",
     "AugmentConfig",
-    "cache_size_for",
     "degrade",
-    "eval_transform",
     "gaussian_blur",
     "normalize",
     "train_transform",
 ]
 
-MEAN = (0.485, 0.456, 0.406)
-"""ImageNet per-channel mean (RGB) of images in ``[0, 1]``."""
-STD = (0.229, 0.224, 0.225)
-"""ImageNet per-channel standard deviation (RGB) of images in ``[0, 1]``."""
-
-EVAL_CROP = 0.9
-"""Side of the test-time centre crop as a fraction of the source side (mean of the default
-``AugmentConfig.crop_scale``)."""
-
-CACHE_RATIO = 9 / 8
-"""Side of the stored (cached) face crop over the network input side: training crops of scale
-``crop_scale`` are cut from it, and the eval centre crop is ``EVAL_CROP`` of it."""
-
-
-def cache_size_for(input_size: int) -> int:
-    """The stored crop side for a network input side (``input_size * 9 // 8``).
-
-    >>> cache_size_for(64), cache_size_for(96), cache_size_for(224)
-    (72, 108, 252)
-    """
-    return input_size * 9 // 8
-
-
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as fb.resnet.torch's grayscale
-_PRESIZE_RATIO = 2.0  # sources more than this many times the output side are first resized (antialiased)
 
 
 @dataclass(frozen=True)
@@ -119,7 +92,7 @@ class AugmentConfig:
             chip), JPEG re-encoding at quality ``U(15, 90)``, Gaussian noise of std ``U(2, 12)``
             grey levels, unsharp masking of amount ``U(0.5, 1.5)``, gamma ``U(0.6, 1.6)``
             (illumination). All 0 by default (the paper's recipe).
-        enabled: ``False`` makes ``train_transform`` equal to ``eval_transform``.
+        enabled: ``False`` makes ``train_transform`` the test-time centre crop (``eval_transform``).
 
     >>> AugmentConfig(64).crop_scale
     (0.8, 1.0)
@@ -182,51 +155,14 @@ def normalize(x: Tensor) -> Tensor:
     return (x - mean).mul_(inv_std)
 
 
-def eval_transform(images: Tensor, output_size: int, flip: bool = False) -> Tensor:
-    """Test-time transform: centre crop of side ``EVAL_CROP`` (fraction of the source side),
-    resized (bilinear) to ``output_size``, normalised.
-
-    Args:
-        images: ``uint8`` ``(N, 3, S, S)``, any device, contiguous or channels_last.
-        output_size: side of the output.
-        flip: mirror horizontally (for test-time flip averaging).
-
-    Returns:
-        ``float32`` ``(N, 3, output_size, output_size)`` on the images' device, in their memory
-        format.
-
-    >>> x = torch.randint(0, 256, (2, 3, 72, 72), dtype=torch.uint8)
-    >>> y = eval_transform(x, 64)
-    >>> y.shape, y.dtype
-    (torch.Size([2, 3, 64, 64]), torch.float32)
-    >>> torch.allclose(eval_transform(x, 64, flip=True), y.flip(-1), atol=1e-5)
-    True
-    """
-    _check_images(images, "eval_transform")
-    _check_size(output_size, "eval_transform")
-    n = images.shape[0]
-    params = _Params(
-        flip=torch.full((n,), bool(flip)),
-        angle=torch.zeros(n, dtype=torch.float64),
-        crop=torch.full((n,), EVAL_CROP, dtype=torch.float64),
-        tx=torch.zeros(n, dtype=torch.float64),
-        ty=torch.zeros(n, dtype=torch.float64),
-        size=torch.full((n,), output_size, dtype=torch.int64),
-        brightness=None,
-        contrast=None,
-        saturation=None,
-        gray=None,
-    )
-    return _apply(images, output_size, params)
-
-
 def train_transform(images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:
     """Training augmentation (flip, crop, translation, rotation, degradation, colour jitter,
     grayscale), then ``normalize``.
 
     Args:
         images: ``uint8`` ``(N, 3, S, S)``, any device, contiguous or channels_last.
-        cfg: the augmentation settings; ``cfg.enabled=False`` gives ``eval_transform``.
+        cfg: the augmentation settings; ``cfg.enabled=False`` gives the test-time centre crop
+            (:func:`dldl.data.preprocess.eval_transform`, computed here in torch).
         generator: the only source of randomness (any device); ``None``: the global torch RNG.
 
     Returns:
@@ -243,10 +179,8 @@ def train_transform(images: Tensor, cfg: AugmentConfig, generator: torch.Generat
     _check_images(images, "train_transform")
     if not isinstance(cfg, AugmentConfig):
         raise ValueError(f"train_transform expects an AugmentConfig, got {type(cfg).__name__}")
-    if not cfg.enabled:
-        return eval_transform(images, cfg.output_size)
-    params = _sample_params(images.shape[0], cfg, generator)
-    if max(cfg.blur, cfg.jpeg, cfg.noise, cfg.sharpen, cfg.gamma) > 0:
+    params = _sample_params(images.shape[0], cfg, generator) if cfg.enabled else _centre_crop(images.shape[0], cfg.output_size)
+    if cfg.enabled and max(cfg.blur, cfg.jpeg, cfg.noise, cfg.sharpen, cfg.gamma) > 0:
         images = degrade(images, cfg, generator)
     return _apply(images, cfg.output_size, params)
 
@@ -392,6 +326,14 @@ def _sample_params(n: int, cfg: AugmentConfig, generator: torch.Generator | None
     )
 
 
+def _centre_crop(n: int, out: int) -> _Params:
+    """The parameters of the test-time view: the centred ``EVAL_CROP`` crop, no flip, no jitter."""
+    return _Params(flip=torch.zeros(n, dtype=torch.bool), angle=torch.zeros(n, dtype=torch.float64),
+                   crop=torch.full((n,), EVAL_CROP, dtype=torch.float64), tx=torch.zeros(n, dtype=torch.float64),
+                   ty=torch.zeros(n, dtype=torch.float64), size=torch.full((n,), out, dtype=torch.int64),
+                   brightness=None, contrast=None, saturation=None, gray=None)
+
+
 def _theta(p: _Params) -> Tensor:
     """``(N, 2, 3)`` float32 matrices mapping output to source normalised coordinates."""
     a = torch.deg2rad(p.angle.double())
@@ -417,7 +359,7 @@ def _apply(images: Tensor, out: int, p: _Params) -> Tensor:
     x = images.contiguous().to(torch.float32)  # values 0..255; the 1/255 is folded in below
     if n == 0:
         return x.new_empty((0, 3, out, out))
-    if s > _PRESIZE_RATIO * out:  # avoid aliasing from bilinear sampling far below the source rate
+    if s > PRESIZE_RATIO * out:  # avoid aliasing from bilinear sampling far below the source rate
         side = math.ceil(out / EVAL_CROP)
         x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dldl.data.augment import MEAN, STD
+from dldl.data.preprocess import MEAN, STD
 from dldl.models.registry import register_model
 from dldl.models.vgg import check_input
 

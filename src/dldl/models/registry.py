@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
-from torch import nn
+import importlib
+from typing import TYPE_CHECKING, Callable
 
 from dldl.errors import ConfigError
 
+if TYPE_CHECKING:
+    from torch import nn
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_ARCHITECTURES = ("vgg", "mobilenet", "dlib_resnet")  # the modules whose functions register themselves
+
+
+def _registered() -> dict[str, Callable[..., nn.Module]]:
+    """The registry, after importing the architecture modules (torch) on first use."""
+    for module in _ARCHITECTURES:
+        importlib.import_module(f"dldl.models.{module}")
+    return _MODELS
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -25,14 +35,15 @@ def list_models() -> list[str]:
     >>> list_models()[:2]
     ['thin_age_net', 'tiny_age_net']
     """
-    return list(_MODELS)
+    return list(_registered())
 
 
 def model_factory(name: str) -> Callable[..., nn.Module]:
     """The registered constructor called ``name`` (its signature lists the architecture's options)."""
-    if name not in _MODELS:
-        raise ConfigError("model", name, f"one of {', '.join(_MODELS)}")
-    return _MODELS[name]
+    models = _registered()
+    if name not in models:
+        raise ConfigError("model", name, f"one of {', '.join(models)}")
+    return models[name]
 
 
 def create_model(name: str, num_outputs: int = 101, **kwargs) -> nn.Module:

@@ -17,15 +17,15 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from dldl.data.augment import EVAL_CROP, MEAN, STD, cache_size_for
+from dldl.data.preprocess import EVAL_CROP, MEAN, STD, cache_size_for
 from dldl.errors import CheckpointError, first_line
 from dldl.labels import LabelSet
 from dldl.losses import OBJECTIVES, get_objective
-from dldl.models.registry import create_model
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SPEC_VERSION = 1
 TASKS = ("age", "beauty")
@@ -115,6 +115,8 @@ class ModelSpec:
 
     def create_model(self) -> nn.Module:
         """A freshly initialised network of this spec (load the weights into it)."""
+        from dldl.models.registry import create_model  # torch: only where a network is built
+
         return create_model(self.architecture, num_outputs=self.num_outputs, **self.model_kwargs)
 
     def replace(self, **changes: Any) -> "ModelSpec":
