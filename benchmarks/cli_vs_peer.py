@@ -22,6 +22,7 @@ The targets (issue: speed) are ratios to the peer measured in this run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -60,17 +61,31 @@ def prepare(photos: Path, count: int, out: Path) -> list[Path]:
     return written
 
 
+LAUNCHER = """
+import json, os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = proc.stderr.read().decode(errors="replace")
+_, status, usage = os.wait4(proc.pid, 0)
+print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": usage.ru_utime + usage.ru_stime,
+                  "peak_mb": usage.ru_maxrss / 1024, "exit": os.waitstatus_to_exitcode(status), "err": err[-2000:]}))
+"""
+"""Runs one command and reports its rusage. The command is started from this small process, not
+from the benchmark's own (which imports torch): on Linux a child's ``ru_maxrss`` starts at the RSS
+of the process it was forked from, so every tool started from the benchmark read at least its
+220 MB."""
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run ``cmd`` to the end; its wall seconds, CPU seconds (user + sys) and peak RSS in MB."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:3])} ... failed (exit {proc.returncode}): {err.strip().splitlines()[-1:] or ''}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024}
+    """Run ``cmd`` to the end (from :data:`LAUNCHER`); its wall seconds, CPU seconds (user + sys, its
+    children included) and peak RSS in MB."""
+    out = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *cmd], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"the launcher of {' '.join(cmd[:3])} ... failed: {out.stderr.strip().splitlines()[-1:]}")
+    r = json.loads(out.stdout)
+    if r["exit"] != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed (exit {r['exit']}): {r['err'].strip().splitlines()[-1:] or ''}")
+    return {k: r[k] for k in ("wall_s", "cpu_s", "peak_mb")}
 
 
 def commands(folder: Path, files: list[Path], peer: Path | None, tmp: Path) -> dict[str, dict[str, list[str]]]:
