@@ -46,7 +46,7 @@ from dldl.data.augment import AugmentConfig, train_transform
 from dldl.data.preprocess import cache_size_for
 from dldl.data.cache import load_cached
 from dldl.data.datasets import DATASETS, TARGETS, get_dataset, load_dataset
-from dldl.data.samples import SampleList
+from dldl.data.samples import SampleList, rescaled
 from dldl.data.sources import check_labels_in
 from dldl.devices import resolve_device
 from dldl.errors import CheckpointError, ConfigError, DataError, DldlError
@@ -59,7 +59,10 @@ from dldl.models.registry import model_factory
 from dldl.models.spec import ModelSpec
 from dldl.progress import progress_bar
 
-SOURCE_KEYS = ("dataset", "root", "train_split", "val_split", "test_split", "weight", "target", "limit")
+SOURCE_KEYS = ("dataset", "root", "train_split", "val_split", "test_split", "weight", "target", "limit", "sigma", "scale")
+"""Keys of one ``sources`` entry. ``sigma``: this source's fixed Gaussian std (default: the run's ``sigma``), on the
+common scale; ``scale``: ``[a, b]``, the source's labels mapped to ``a * label + b`` (a common scale for sets scored
+on different ones; :func:`dldl.data.samples.rescaled`)."""
 """The keys of one entry of ``TrainConfig.sources``; all but dataset and root default to its registry entry."""
 
 
@@ -249,6 +252,15 @@ def _check_config(cfg: TrainConfig) -> None:
                 raise ConfigError(f"{where}.weight", src["weight"], "a number > 0")
         if src.get("target") is not None and src["target"] not in TARGETS:
             raise ConfigError(f"{where}.target", src["target"], f"one of {', '.join(TARGETS)}")
+        if "sigma" in src:
+            sg = coerce(f"{where}.sigma", float, src["sigma"])
+            if not (sg >= 0 and math.isfinite(sg)):
+                raise ConfigError(f"{where}.sigma", src["sigma"], "a number >= 0")
+        if "scale" in src:
+            ab = src["scale"]
+            if not (isinstance(ab, (list, tuple)) and len(ab) == 2
+                    and all(isinstance(v, (int, float)) and math.isfinite(v) for v in ab) and ab[0] != 0):
+                raise ConfigError(f"{where}.scale", ab, "[a, b], finite numbers with a != 0 (labels become a * label + b)")
 
 
 # profiles: the paper's recipe on a GPU, and a small-input recipe for 2 CPU cores
@@ -304,6 +316,7 @@ class Source:
     test: SampleList | None
     weight: float
     target: str
+    sigma: float | None = None  # this source's fixed Gaussian std; None: the run's sigma
 
 
 
@@ -325,8 +338,13 @@ def load_sources(cfg: TrainConfig) -> list[Source]:
         else:
             train_set, val_set = _holdout(train_set, cfg.val_fraction)
         test_set = load_dataset(info.name, e["root"], e["test_split"]) if e.get("test_split") else None
+        if e.get("scale"):
+            a, b = map(float, e["scale"])
+            train_set, val_set = rescaled(train_set, a, b), rescaled(val_set, a, b)
+            test_set = test_set and rescaled(test_set, a, b)
         out.append(Source(info.name if cfg.sources else "", train_set, val_set, test_set,
-                          float(e.get("weight", 1.0)), e.get("target") or info.target))
+                          float(e.get("weight", 1.0)), e.get("target") or info.target,
+                          None if e.get("sigma") is None else float(e["sigma"])))
     names = [s.name for s in out]
     for i, s in enumerate(out):  # the same dataset twice (other splits) gets a numbered name
         if names.count(s.name) > 1:
@@ -449,7 +467,7 @@ def load_training_data(cfg: TrainConfig, sources: list[Source], labels: LabelSet
         for src in sources:
             if src.test is not None:
                 load(src.test)
-    parts = [_targets(src.train, src.target, cfg.sigma, labels) for src in sources]
+    parts = [_targets(src.train, src.target, cfg.sigma if src.sigma is None else src.sigma, labels) for src in sources]
     bounds = [_bounds(src.train) for src in sources]
     return TrainingData(sources, images, torch.cat([y for y, _ in parts]), torch.cat([t for _, t in parts]),
                         torch.cat([b[0] for b in bounds]), torch.cat([b[1] for b in bounds]), val_images)

@@ -161,6 +161,35 @@ def test_epoch_order_follows_the_weights():
     assert torch.equal(order, again)
 
 
+
+def test_a_source_on_another_scale_is_mapped_onto_the_common_one(tmp_path):
+    """Mixed training over sets scored on different scales: ``scale: [a, b]`` maps a source's labels
+    (train, val and test) to ``a * label + b``, and its own ``sigma`` builds its targets."""
+    import shutil
+
+    from dldl.train import TrainConfig, _targets, load_sources
+
+    root = Path(shutil.copytree(FIXTURES / "scut5500_release", tmp_path / "scut"))
+    images = root / "data" / "landing" / "Images"
+    images.mkdir(parents=True)
+    for n in ("CF437.jpg", "AM1384.jpg", "AM1234.jpg", "CM423.jpg", "AF12.jpg"):
+        (images / n).write_bytes(b"")
+    plain = {"dataset": "scut-fbp5500", "root": str(root), "train_split": "train", "test_split": "test"}
+    cfg = TrainConfig.from_sources(overrides={"task": "beauty", "labels": "1:10:0.1", "sigma": "1.0", "sources": [
+        plain, {**plain, "scale": [2.25, -1.25], "sigma": 0.675}]})
+    raw, mapped = load_sources(cfg)
+    assert mapped.sigma == 0.675 and raw.sigma is None
+    for a, b in ((raw.train, mapped.train), (raw.val, mapped.val), (raw.test, mapped.test)):
+        assert [2.25 * x.label - 1.25 for x in a.samples] == pytest.approx([x.label for x in b.samples])
+    labels = LabelSet(1, 10, 0.1)
+    _, t = _targets(mapped.train, mapped.target, mapped.sigma, labels)
+    t, v = t.double().numpy(), labels.values()
+    spread = np.sqrt((t * (v - (t * v).sum(1, keepdims=True)) ** 2).sum(1))
+    assert spread == pytest.approx(0.675, abs=0.01)  # the source's own sigma, on the common scale
+    with pytest.raises(Exception, match=r"sources\[1\]\.scale"):
+        TrainConfig.from_sources(overrides={"sources": [plain, {**plain, "scale": [0, 1]}]})
+
+
 # --------------------------------------------------------------------------- photo sets aligned when decoded
 
 

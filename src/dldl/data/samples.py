@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,3 +58,27 @@ class SampleList:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+
+def rescaled(samples: SampleList, scale: float, offset: float) -> SampleList:
+    """``samples`` with every label mapped to ``scale * label + offset`` (a common scale for mixed
+    training, e.g. SCUT-FBP5500's 1-5 onto MEBeauty's 1-10): labels, intervals and histogram bins
+    are mapped, per-face sigmas multiplied by ``|scale|``. Image paths are unchanged.
+
+    >>> s = SampleList("x", [Sample(Path("a.jpg"), 3.0, sigma=0.5, histogram=(1.0, 2.0))], histogram_bins=(1.0, 5.0))
+    >>> r = rescaled(s, 2.25, -1.25)
+    >>> r.samples[0].label, r.samples[0].sigma, r.histogram_bins
+    (5.5, 1.125, (1.0, 10.0))
+    >>> rescaled(s, 0.0, 1.0)
+    Traceback (most recent call last):
+    ValueError: scale must be a non-zero finite number, got 0.0
+    """
+    if not math.isfinite(scale) or scale == 0 or not math.isfinite(offset):
+        raise ValueError(f"scale must be a non-zero finite number, got {scale}" if not (math.isfinite(scale) and scale)
+                         else f"offset must be finite, got {offset}")
+    f = lambda v: scale * v + offset  # noqa: E731
+    out = [dataclasses.replace(s, label=f(s.label), sigma=None if s.sigma is None else abs(scale) * s.sigma,
+                               interval=None if s.interval is None else tuple(sorted((f(s.interval[0]), f(s.interval[1])))))
+           for s in samples.samples]
+    bins = None if samples.histogram_bins is None else tuple(f(b) for b in samples.histogram_bins)
+    return dataclasses.replace(samples, samples=out, histogram_bins=bins)
