@@ -130,9 +130,9 @@ def test_beauty_faces_get_a_percentile_among_the_training_faces():
     import dldl
     from dldl.assets import PHOTOS_DIR
     from dldl.inference import percentile_of
-    from dldl.pretrained import model_card
+    from dldl.pretrained import DEFAULT_MODELS, model_card
 
-    quantiles = model_card("mobilenet_v2-mebeauty")["reference_estimates"]["quantiles"]
+    quantiles = model_card(DEFAULT_MODELS["beauty"])["reference_estimates"]["quantiles"]
     result = dldl.predict(sorted(PHOTOS_DIR.glob("*.jpg"))[0], task="beauty")
     assert result["scale"] == [1.0, 10.0]
     for face in result["faces"]:

@@ -164,6 +164,7 @@ def card_cache(tmp_path_factory):
     ("mobilenet_v2-age", "utkface", "utkface", "full_test", "metrics_full_test"),
     ("tiny_age_net-mebeauty", "mebeauty", "mebeauty", "test", "metrics_mebeauty_test"),
     ("mobilenet_v2-mebeauty", "mebeauty", "mebeauty", "test", "metrics_mebeauty_test"),
+    ("mobilenet_v2-beauty", "mebeauty", "mebeauty", "test", "metrics_mebeauty_test"),
 ])
 def test_shipped_model_reproduces_its_card(card_cache, name, dataset, folder, split, card_key):
     """Each shipped model's card states its test metrics; re-evaluating must agree within 0.05 MAE."""

@@ -556,7 +556,8 @@ def info() -> None:
     for name in shipped:
         card = model_card(name)
         span = (card.get("spec") or {}).get("label_range")
-        trained = f" (trained on {card.get('task', 'age')}s {span[0]:g}-{span[1]:g})" if span else ""
+        what = {"age": "ages", "beauty": "scores"}.get(card.get("task", "age"), "labels")
+        trained = f" (trained on {what} {span[0]:g}-{span[1]:g})" if span else ""
         default = " (default)" if name in DEFAULT_MODELS.values() else ""
         console.print(escape(f"shipped: {name}{default}{trained}: {card.get('summary', '')}"))
 

@@ -21,7 +21,7 @@ from dldl.models.spec import ModelSpec
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_MODELS = {"age": "mobilenet_v2-age", "beauty": "mobilenet_v2-mebeauty"}
+DEFAULT_MODELS = {"age": "mobilenet_v2-age", "beauty": "mobilenet_v2-beauty"}
 """The model ``dldl predict`` and ``dldl serve`` use for each task."""
 
 
