@@ -46,7 +46,7 @@ from dldl.data.augment import AugmentConfig, train_transform
 from dldl.data.preprocess import cache_size_for
 from dldl.data.cache import load_cached
 from dldl.data.datasets import DATASETS, TARGETS, get_dataset, load_dataset
-from dldl.data.samples import SampleList, rescaled
+from dldl.data.samples import SampleList, rescaled, within
 from dldl.data.sources import check_labels_in
 from dldl.devices import resolve_device
 from dldl.errors import CheckpointError, ConfigError, DataError, DldlError
@@ -59,10 +59,13 @@ from dldl.models.registry import model_factory
 from dldl.models.spec import ModelSpec
 from dldl.progress import progress_bar
 
-SOURCE_KEYS = ("dataset", "root", "train_split", "val_split", "test_split", "weight", "target", "limit", "sigma", "scale")
+SOURCE_KEYS = ("dataset", "root", "train_split", "val_split", "test_split", "weight", "target", "limit", "sigma", "scale",
+               "label_range")
 """Keys of one ``sources`` entry. ``sigma``: this source's fixed Gaussian std (default: the run's ``sigma``), on the
 common scale; ``scale``: ``[a, b]``, the source's labels mapped to ``a * label + b`` (a common scale for sets scored
-on different ones; :func:`dldl.data.samples.rescaled`)."""
+on different ones; :func:`dldl.data.samples.rescaled`); ``label_range``: ``[low, high]``, only the samples whose
+truth lies inside, on the source's own scale, in every split (a range drawn more often: list the set again with it;
+:func:`dldl.data.samples.within`)."""
 """The keys of one entry of ``TrainConfig.sources``; all but dataset and root default to its registry entry."""
 
 
@@ -261,6 +264,11 @@ def _check_config(cfg: TrainConfig) -> None:
             if not (isinstance(ab, (list, tuple)) and len(ab) == 2
                     and all(isinstance(v, (int, float)) and math.isfinite(v) for v in ab) and ab[0] != 0):
                 raise ConfigError(f"{where}.scale", ab, "[a, b], finite numbers with a != 0 (labels become a * label + b)")
+        if "label_range" in src:
+            lh = src["label_range"]
+            if not (isinstance(lh, (list, tuple)) and len(lh) == 2
+                    and all(isinstance(v, (int, float)) and math.isfinite(v) for v in lh) and lh[0] <= lh[1]):
+                raise ConfigError(f"{where}.label_range", lh, "[low, high], finite numbers with low <= high")
 
 
 # profiles: the paper's recipe on a GPU, and a small-input recipe for 2 CPU cores
@@ -338,6 +346,12 @@ def load_sources(cfg: TrainConfig) -> list[Source]:
         else:
             train_set, val_set = _holdout(train_set, cfg.val_fraction)
         test_set = load_dataset(info.name, e["root"], e["test_split"]) if e.get("test_split") else None
+        if e.get("label_range"):
+            lo, hi = map(float, e["label_range"])
+            train_set, val_set = within(train_set, lo, hi), within(val_set, lo, hi)
+            test_set = test_set and within(test_set, lo, hi)
+            if not train_set.samples:
+                raise DataError(e["root"], f"{info.name}: no training sample inside label_range [{lo:g}, {hi:g}]")
         if e.get("scale"):
             a, b = map(float, e["scale"])
             train_set, val_set = rescaled(train_set, a, b), rescaled(val_set, a, b)

@@ -190,6 +190,34 @@ def test_a_source_on_another_scale_is_mapped_onto_the_common_one(tmp_path):
         TrainConfig.from_sources(overrides={"sources": [plain, {**plain, "scale": [0, 1]}]})
 
 
+
+def test_a_label_range_keeps_only_the_samples_inside_it_in_every_split(tmp_path):
+    """``label_range: [low, high]`` keeps a source's samples whose truth lies inside, in train, val
+    and test (a range drawn more often when the set is listed again with it); an empty range stops
+    the run with one line."""
+    import shutil
+
+    from dldl.train import TrainConfig, load_sources
+
+    root = Path(shutil.copytree(FIXTURES / "scut5500_release", tmp_path / "scut"))
+    images = root / "data" / "landing" / "Images"
+    images.mkdir(parents=True)
+    for n in ("CF437.jpg", "AM1384.jpg", "AM1234.jpg", "CM423.jpg", "AF12.jpg"):
+        (images / n).write_bytes(b"")
+    plain = {"dataset": "scut-fbp5500", "root": str(root), "train_split": "train", "test_split": "test"}
+    every = sorted(x.label for x in load_sources(TrainConfig.from_sources(overrides={"sources": [plain, plain]}))[0].train.samples)
+    lo, hi = every[0], every[len(every) // 2]
+    cfg = TrainConfig.from_sources(overrides={"sources": [plain, {**plain, "label_range": [lo, hi]}]})
+    whole, part = load_sources(cfg)
+    for a, b in ((whole.train, part.train), (whole.val, part.val), (whole.test, part.test)):
+        assert [x for x in a.samples if lo <= x.label <= hi] == b.samples
+    assert len(part.train) < len(whole.train)
+    with pytest.raises(DataError, match=r"no training sample inside label_range \[9, 10\]"):
+        load_sources(TrainConfig.from_sources(overrides={"sources": [plain, {**plain, "label_range": [9, 10]}]}))
+    with pytest.raises(Exception, match=r"sources\[1\]\.label_range"):
+        TrainConfig.from_sources(overrides={"sources": [plain, {**plain, "label_range": [3, 1]}]})
+
+
 # --------------------------------------------------------------------------- photo sets aligned when decoded
 
 

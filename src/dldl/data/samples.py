@@ -60,6 +60,24 @@ class SampleList:
         return len(self.samples)
 
 
+def within(samples: SampleList, low: float, high: float) -> SampleList:
+    """The samples of ``samples`` whose truth lies inside ``[low, high]`` (for an interval label,
+    its centre): an age range a mixed run draws more often by listing a set a second time with it.
+
+    >>> s = SampleList("x", [Sample(Path("a.jpg"), 9.0), Sample(Path("b.jpg"), 30.0),
+    ...                      Sample(Path("c.jpg"), 14.5, interval=(10.0, 19.0))])
+    >>> [x.label for x in within(s, 10, 20).samples]
+    [14.5]
+    >>> within(s, 20, 10)
+    Traceback (most recent call last):
+    ValueError: label range must have low <= high, got [20, 10]
+    """
+    if not low <= high:
+        raise ValueError(f"label range must have low <= high, got [{low}, {high}]")
+    keep = [s for s in samples.samples if low <= (s.bounds[0] + s.bounds[1]) / 2 <= high]
+    return dataclasses.replace(samples, samples=keep)
+
+
 def rescaled(samples: SampleList, scale: float, offset: float) -> SampleList:
     """``samples`` with every label mapped to ``scale * label + offset`` (a common scale for mixed
     training, e.g. SCUT-FBP5500's 1-5 onto MEBeauty's 1-10): labels, intervals and histogram bins
