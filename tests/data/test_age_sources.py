@@ -162,19 +162,24 @@ def test_epoch_order_follows_the_weights():
 
 
 
-def test_a_source_on_another_scale_is_mapped_onto_the_common_one(tmp_path):
-    """Mixed training over sets scored on different scales: ``scale: [a, b]`` maps a source's labels
-    (train, val and test) to ``a * label + b``, and its own ``sigma`` builds its targets."""
+def scut_release_source(tmp_path: Path) -> dict:
+    """A ``sources`` entry over a copy of the SCUT-FBP5500 release fixture, with empty image files."""
     import shutil
-
-    from dldl.train import TrainConfig, _targets, load_sources
 
     root = Path(shutil.copytree(FIXTURES / "scut5500_release", tmp_path / "scut"))
     images = root / "data" / "landing" / "Images"
     images.mkdir(parents=True)
     for n in ("CF437.jpg", "AM1384.jpg", "AM1234.jpg", "CM423.jpg", "AF12.jpg"):
         (images / n).write_bytes(b"")
-    plain = {"dataset": "scut-fbp5500", "root": str(root), "train_split": "train", "test_split": "test"}
+    return {"dataset": "scut-fbp5500", "root": str(root), "train_split": "train", "test_split": "test"}
+
+
+def test_a_source_on_another_scale_is_mapped_onto_the_common_one(tmp_path):
+    """Mixed training over sets scored on different scales: ``scale: [a, b]`` maps a source's labels
+    (train, val and test) to ``a * label + b``, and its own ``sigma`` builds its targets."""
+    from dldl.train import TrainConfig, _targets, load_sources
+
+    plain = scut_release_source(tmp_path)
     cfg = TrainConfig.from_sources(overrides={"task": "beauty", "labels": "1:10:0.1", "sigma": "1.0", "sources": [
         plain, {**plain, "scale": [2.25, -1.25], "sigma": 0.675}]})
     raw, mapped = load_sources(cfg)
@@ -195,16 +200,9 @@ def test_a_label_range_keeps_only_the_samples_inside_it_in_every_split(tmp_path)
     """``label_range: [low, high]`` keeps a source's samples whose truth lies inside, in train, val
     and test (a range drawn more often when the set is listed again with it); an empty range stops
     the run with one line."""
-    import shutil
-
     from dldl.train import TrainConfig, load_sources
 
-    root = Path(shutil.copytree(FIXTURES / "scut5500_release", tmp_path / "scut"))
-    images = root / "data" / "landing" / "Images"
-    images.mkdir(parents=True)
-    for n in ("CF437.jpg", "AM1384.jpg", "AM1234.jpg", "CM423.jpg", "AF12.jpg"):
-        (images / n).write_bytes(b"")
-    plain = {"dataset": "scut-fbp5500", "root": str(root), "train_split": "train", "test_split": "test"}
+    plain = scut_release_source(tmp_path)
     every = sorted(x.label for x in load_sources(TrainConfig.from_sources(overrides={"sources": [plain, plain]}))[0].train.samples)
     lo, hi = every[0], every[len(every) // 2]
     cfg = TrainConfig.from_sources(overrides={"sources": [plain, {**plain, "label_range": [lo, hi]}]})
