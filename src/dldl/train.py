@@ -185,6 +185,12 @@ class TrainConfig:
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
+def _finite_pair(value: Any) -> bool:
+    """``True`` for a list or tuple of two finite numbers (a source's ``scale`` or ``label_range``)."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value))
+
+
 def _check_config(cfg: TrainConfig) -> None:
     """Every rule on the values of a config (their types are already right)."""
     from dldl.faces.align import TEMPLATES
@@ -261,13 +267,11 @@ def _check_config(cfg: TrainConfig) -> None:
                 raise ConfigError(f"{where}.sigma", src["sigma"], "a number >= 0")
         if "scale" in src:
             ab = src["scale"]
-            if not (isinstance(ab, (list, tuple)) and len(ab) == 2
-                    and all(isinstance(v, (int, float)) and math.isfinite(v) for v in ab) and ab[0] != 0):
+            if not (_finite_pair(ab) and ab[0] != 0):
                 raise ConfigError(f"{where}.scale", ab, "[a, b], finite numbers with a != 0 (labels become a * label + b)")
         if "label_range" in src:
             lh = src["label_range"]
-            if not (isinstance(lh, (list, tuple)) and len(lh) == 2
-                    and all(isinstance(v, (int, float)) and math.isfinite(v) for v in lh) and lh[0] <= lh[1]):
+            if not (_finite_pair(lh) and lh[0] <= lh[1]):
                 raise ConfigError(f"{where}.label_range", lh, "[low, high], finite numbers with low <= high")
 
 
