@@ -2,7 +2,9 @@
 truths, and write a calibrated copy of the checkpoint (the input is never overwritten).
 
 The validation splits are the run's own (``ck["config"]``, every source of a mixed run, pooled);
-the temperature goes into the copy's ``ModelSpec`` (``temperature``), so every later use of the
+the rows the temperature is fitted on are :func:`dldl.evaluate.temperature_fit_rows`'s (each image
+once, exact labels only when there are any). The coverage of every source is printed before and after.
+The temperature goes into the copy's ``ModelSpec`` (``temperature``), so every later use of the
 model (``dldl predict``, exports, the server) applies it.
 
     python experiments/calibrate.py runs/age_wild/best.pt runs/age_wild/calibrated.pt
@@ -20,9 +22,14 @@ import numpy as np
 from dldl.checkpoint import load_checkpoint, save_checkpoint
 from dldl.data.cache import load_cached
 from dldl.data.samples import SampleList
-from dldl.evaluate import fit_temperature, prediction_report
-from dldl.inference import Estimator
+from dldl.evaluate import fit_temperature, prediction_report, temperature_fit_rows
+from dldl.inference import Estimator, Prediction
 from dldl.train import TrainConfig, load_sources
+
+
+def rows(pred: Prediction, index: np.ndarray) -> Prediction:
+    """The predictions of the faces ``index`` selects (a boolean mask or positions)."""
+    return Prediction(pred.estimate[index], None if pred.distribution is None else pred.distribution[index], pred.labels)
 
 
 def main() -> None:
@@ -37,17 +44,24 @@ def main() -> None:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in ck["config"].items() if k in known})
     est = Estimator.from_checkpoint(args.checkpoint)
-    vals = [src.val for src in load_sources(cfg)]
-    pooled = SampleList("pooled-val", [s for v in vals for s in v.samples])
-    images = np.concatenate([load_cached(v, est.cache_size, cfg.cache_dir, cfg.workers, template=est.template) for v in vals])
+    per_source = [(src.name, src.val) for src in load_sources(cfg)]
+    samples = [s for _, v in per_source for s in v.samples]
+    images = np.concatenate([load_cached(v, est.cache_size, cfg.cache_dir, cfg.workers, template=est.template) for _, v in per_source])
+    fit = temperature_fit_rows(samples)
     pred = est.predict_arrays(images)
-    t, cov = fit_temperature(pred, pooled, args.level)
+    t, cov = fit_temperature(rows(pred, fit), SampleList("pooled-val", [s for s, f in zip(samples, fit) if f]), args.level)
     spec = dataclasses.replace(est.spec, temperature=t)
-    before = prediction_report(pred, pooled)
-    after = prediction_report(Estimator(est.model, spec).predict_arrays(images), pooled)
+    tempered = Estimator(est.model, spec).predict_arrays(images)
+    report = {"temperature": t, "fitted_on": int(fit.sum()), "val_coverage_90": cov, "sources": {}}
+    start = 0
+    for name, v in per_source:
+        part = np.arange(start, start + len(v.samples))
+        start += len(v.samples)
+        before, after = prediction_report(rows(pred, part), v), prediction_report(rows(tempered, part), v)
+        report["sources"][name] = {"count": len(v.samples), **{f"{k}_before": before[k] for k in ("mae", "coverage_90", "width_90")},
+                                   **{f"{k}_after": after[k] for k in ("mae", "coverage_90", "width_90")}}
     save_checkpoint(args.out, {**ck, "spec": spec.to_dict()})
-    print(json.dumps({"temperature": t, "val_coverage_90": cov, "before": {k: before[k] for k in ("mae", "coverage_90", "width_90")},
-                      "after": {k: after[k] for k in ("mae", "coverage_90", "width_90")}, "out": str(args.out)}))
+    print(json.dumps({**report, "out": str(args.out)}, indent=1))
 
 
 

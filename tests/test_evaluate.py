@@ -5,7 +5,9 @@ import numpy as np
 from PIL import Image
 
 from dldl.data.sources import read_manifest_csv
-from dldl.evaluate import evaluate
+from dldl.data.samples import Sample
+from dldl.evaluate import evaluate, temperature_fit_rows
+from hypothesis import given, strategies as st
 from dldl.inference import Estimator
 
 
@@ -40,3 +42,14 @@ def test_coverage_counts_within_half_a_label_step():
     assert report["coverage_90"] == 0.0
     near = SampleList("x", [Sample(Path("a.jpg"), 3.08)])
     assert prediction_report(Prediction(np.array([3.3]), p, labels), near, "beauty")["coverage_90"] == 1.0
+
+
+@given(st.lists(st.integers(0, 5), max_size=20), st.sets(st.integers(0, 5)))
+def test_temperature_fit_rows_counts_each_image_once_and_prefers_exact_labels(images, grouped):
+    samples = [Sample(Path(f"{i}.jpg"), 30.0, interval=(25.0, 35.0) if i in grouped else None) for i in images]
+    fit = temperature_fit_rows(samples)
+    chosen = [i for i, f in zip(images, fit) if f]
+    assert fit.shape == (len(samples),)
+    assert len(set(chosen)) == len(chosen)  # no image twice
+    exact = set(images) - grouped
+    assert set(chosen) == (exact or set(images))

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from dldl.data.cache import load_cached
-from dldl.data.samples import SampleList
+from dldl.data.samples import Sample, SampleList
 from dldl.inference import Estimator, Prediction
 from dldl.metrics import regression_report
 
@@ -82,6 +83,32 @@ def fit_temperature(pred: Prediction, samples: SampleList, level: float = 0.9,
             return float(t), cov
         best = (float(t), cov)
     return best
+
+
+def temperature_fit_rows(samples: Sequence[Sample]) -> np.ndarray:
+    """Boolean mask ``(N,)`` of the pooled validation ``samples`` a temperature is fitted on: each
+    image once (its first row; a mixed run listing a set again with ``label_range`` repeats some),
+    and only exact labels when there are any.
+
+    An interval truth (FairFace's age groups) counts as covered as soon as the predicted interval
+    overlaps it, which is easier than covering an exact age; fitted together, the groups make the
+    exact-label sets under-covered (the teens age run: T 0.52 with FairFace's 4,017 groups in the
+    fit, UTKFace val then covered 0.87 and All-Age-Faces 0.83; T 0.68 without them, 0.91 and 0.88).
+
+    >>> from pathlib import Path
+    >>> a, b, c = Sample(Path("a.jpg"), 30.0), Sample(Path("b.jpg"), 25.0, interval=(20.0, 29.0)), Sample(Path("c.jpg"), 8.0)
+    >>> temperature_fit_rows([a, b, c, a]).tolist()
+    [True, False, True, False]
+    >>> temperature_fit_rows([b, b]).tolist()
+    [True, False]
+    """
+    seen: set[Path] = set()
+    first = np.zeros(len(samples), dtype=bool)
+    for i, s in enumerate(samples):
+        first[i] = s.path not in seen
+        seen.add(s.path)
+    exact = first & np.array([s.interval is None for s in samples], dtype=bool)
+    return exact if exact.any() else first
 
 
 def evaluate(
