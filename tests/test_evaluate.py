@@ -2,12 +2,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
-from dldl.data.sources import read_manifest_csv
 from dldl.data.samples import Sample
+from dldl.data.sources import read_manifest_csv
 from dldl.evaluate import evaluate, temperature_fit_rows
-from hypothesis import given, strategies as st
 from dldl.inference import Estimator
 
 
@@ -29,7 +30,7 @@ def test_report_and_plots(tiny_run, tmp_path):
 def test_coverage_counts_within_half_a_label_step():
     """A truth just outside the 90% interval is covered only within half a label step: 0.5 year
     for ages, 0.025 point on a 0.05-step beauty scale (it was 0.5 for every scale)."""
-    from dldl.data.samples import Sample, SampleList
+    from dldl.data.samples import SampleList
     from dldl.evaluate import prediction_report
     from dldl.inference import Prediction
     from dldl.labels import LabelSet

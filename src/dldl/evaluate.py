@@ -7,8 +7,8 @@ The report's top-level metrics use horizontal-flip test-time augmentation (the p
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
