@@ -1,5 +1,5 @@
 """Give a shipped beauty model its percentiles: the quantiles (0, 1, ..., 100 %) of its own
-estimates (flip TTA) on its training faces, written into its model card as
+estimates (with the model's own flip-TTA setting) on its training faces, written into its model card as
 ``reference_estimates``. ``dldl predict``, ``dldl.predict`` and ``dldl serve`` then report each
 face's ``percentile`` among those faces, which reads more easily than "6.1 of 10".
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     estimates = est.predict_arrays(images).estimate
     q = np.quantile(estimates, np.linspace(0, 1, 101))
     card["reference_estimates"] = {
-        "what": "quantiles 0..100 % of this model's estimates (flip TTA) on its training faces; a face's percentile is read from them",
+        "what": "quantiles 0..100 % of this model's estimates (flip TTA as the model runs it: its spec's tta_flip) on its training faces; a face's percentile is read from them",
         "dataset": a.dataset, "split": a.split, "count": int(len(estimates)),
         "command": "python experiments/reference_quantiles.py " + " ".join(argv or sys.argv[1:]),
         "quantiles": [round(float(v), 4) for v in q]}

@@ -43,6 +43,20 @@ def test_template_travels_with_the_model(tiny_run):
     assert Predictor(beauty, template="utkface").template == "utkface"
 
 
+def test_flip_tta_follows_the_model_unless_the_caller_says(tiny_run):
+    """A model whose spec turns flip TTA off is predicted from one view; the caller can turn it back on."""
+    est = Estimator.from_checkpoint(tiny_run / "run" / "best.pt")
+    one_view = Estimator(est.model, est.spec.replace(tta_flip=False))
+    photo = np.random.default_rng(1).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    assert Predictor(one_view, tta_flip=True).predict(photo)[0].value == pytest.approx(float(est.predict_arrays(
+        Predictor(est).predict(photo)[0].crop[None], tta_flip=True).estimate[0]))
+    crop = Predictor(one_view).predict(photo)[0].crop[None]
+    single, both = (float(est.predict_arrays(crop, tta_flip=t).estimate[0]) for t in (False, True))
+    assert single != pytest.approx(both)  # the two views differ, so the checks below tell them apart
+    assert Predictor(one_view).predict(photo)[0].value == pytest.approx(single)
+    assert Predictor(est).predict(photo)[0].value == pytest.approx(both)
+
+
 def test_real_photo_has_faces():
     pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     import dldl

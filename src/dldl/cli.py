@@ -197,7 +197,7 @@ def predict(
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write one CSV row per face to this file.")] = None,
     save_dir: Annotated[Optional[Path], typer.Option(help="Write each photo with boxes and estimates drawn into this folder.")] = None,
     plot_distributions: Annotated[bool, typer.Option("--plot-distributions", help="With --save-dir, also plot each face's predicted distribution.")] = False,
-    no_tta: Annotated[bool, typer.Option("--no-tta", help="Skip horizontal-flip test-time augmentation.")] = False,
+    tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Average each face with its mirror image (default: the model's own setting, on for most).")] = None,
     min_score: Annotated[float, typer.Option(help="Keep faces the detector scores at least this (0-1).")] = 0.7,
     min_face_size: Annotated[float, typer.Option(help="Keep faces at least this many pixels wide.")] = 20.0,
     distribution: Annotated[bool, typer.Option("--distribution", help="With --json, add each face's distribution.")] = False,
@@ -260,7 +260,7 @@ def predict(
         from dldl.faces import get_detector
 
         detector = get_detector(min_score=min_score, min_size=min_face_size)
-    predictor = Predictor(load(model, device, runtime), detector, tta_flip=not no_tta)
+    predictor = Predictor(load(model, device, runtime), detector, tta_flip=tta)
     name = predictor.estimator.task
     if videos:
         code = _predict_videos(files, predictor, str(model), as_json, save_dir, every, fps, frames, strict)

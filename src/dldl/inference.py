@@ -106,15 +106,15 @@ class Estimator:
             raise CheckpointError(path, f"does not hold a usable dldl model ({first_line(e)})") from None
         return cls(model, spec, {k: ck[k] for k in ("metrics", "config", "epoch") if k in ck}, device)
 
-    def predict_arrays(self, images: np.ndarray, tta_flip: bool = True, batch_size: int = 256) -> Prediction:
+    def predict_arrays(self, images: np.ndarray, tta_flip: bool | None = None, batch_size: int = 256) -> Prediction:
         """``(N, S, S, 3)`` uint8 face crops (S = ``cache_size`` ideally) -> :class:`Prediction`.
 
-        With ``tta_flip`` the outputs for the crop and its mirror image are averaged (probabilities
+        With ``tta_flip`` (default: the spec's ``tta_flip``, on for most models) the outputs for the crop and its mirror image are averaged (probabilities
         for distribution losses, estimates for regression: every estimate is linear in the outputs
         it averages, E[p] for softmax losses and the soft count for ranking, so the mean estimate
         is the estimate of the mean distribution).
         """
-        est, dist = self._views(images, tta_flip, batch_size)
+        est, dist = self._views(images, self.spec.tta_flip if tta_flip is None else tta_flip, batch_size)
         return Prediction(est.mean(0), None if dist is None else dist.mean(0), self.labels)
 
     def predict_arrays_both(self, images: np.ndarray, batch_size: int = 256) -> tuple[Prediction, Prediction]:
@@ -151,7 +151,7 @@ class Estimator:
             return self.model(x)
         return self._read_out.run(x, self.device)
 
-    def predict_files(self, paths: list[str | Path], tta_flip: bool = True) -> Prediction:
+    def predict_files(self, paths: list[str | Path], tta_flip: bool | None = None) -> Prediction:
         """Face-crop image files -> :class:`Prediction` (raises DataError naming a bad file)."""
         return self.predict_arrays(np.stack([load_face(p, self.cache_size) for p in paths]), tta_flip)
 
@@ -308,11 +308,12 @@ class Predictor:
             already aligned face crop.
         template: the alignment template; default: the model's own (``estimator.template``, from
             its spec), i.e. the geometry of the crops it was trained on.
-        tta_flip: average over the crop and its mirror image.
+        tta_flip: average over the crop and its mirror image; ``None``: the model's own setting
+            (its spec's ``tta_flip``).
     """
 
     def __init__(self, estimator: Estimator, detector: Any | None = None, template: str | None = None,
-                 tta_flip: bool = True) -> None:
+                 tta_flip: bool | None = None) -> None:
         self.estimator = estimator
         self.detector = detector
         self.template = template or estimator.template
@@ -362,7 +363,7 @@ _PREDICTORS: dict[tuple, Predictor] = {}
 
 
 def predict(images: Any, task: str = "age", model: str | None = None, distribution: bool = False, bgr: bool = False,
-            min_score: float = 0.7, min_face_size: float = 20.0, tta: bool = True, device: str = "cpu"
+            min_score: float = 0.7, min_face_size: float = 20.0, tta: bool | None = None, device: str = "cpu"
             ) -> dict[str, Any] | list[dict[str, Any]]:
     """Every face in a photo, in one call: ``dldl.predict("party.jpg")``.
 
@@ -374,6 +375,7 @@ def predict(images: Any, task: str = "age", model: str | None = None, distributi
         distribution: add each face's ``{"labels", "probs"}``.
         min_score, min_face_size: the detector keeps faces scored at least ``min_score`` and at
             least ``min_face_size`` px wide.
+        tta: flip test-time augmentation; default: the model's own setting (its spec's ``tta_flip``).
 
     Returns:
         what ``dldl predict --json`` gives for each photo: ``{"path", "task", "model",

@@ -54,6 +54,9 @@ class ModelSpec:
         mean, std: the input normalisation (per channel, of pixels in ``[0, 1]``).
         temperature: logits are divided by it before the softmax (1: none; set by calibration).
         label_range: ``(low, high)`` of the training labels (e.g. ages 21-60), or ``None`` if unknown.
+        tta_flip: whether photos are predicted with flip test-time augmentation (the crop and its
+            mirror image averaged) unless the caller says otherwise; off for a model whose doubled
+            cost breaks the speed budget (a test-time setting, like timm's ``crop_pct``).
     """
 
     architecture: str
@@ -69,6 +72,7 @@ class ModelSpec:
     std: tuple[float, float, float] = STD
     temperature: float = 1.0
     label_range: tuple[float, float] | None = None
+    tta_flip: bool = True
 
     def __post_init__(self) -> None:
         if self.cache_size is None:
@@ -105,6 +109,7 @@ class ModelSpec:
         need(isinstance(self.temperature, (int, float)) and 0.01 <= self.temperature <= 100, "temperature", "in [0.01, 100]")
         need(self.label_range is None or (len(self.label_range) == 2 and all(math.isfinite(v) for v in self.label_range)
                                           and self.label_range[0] <= self.label_range[1]), "label_range", "(low, high) or None")
+        need(isinstance(self.tta_flip, bool), "tta_flip", "true or false")
         need(all(isinstance(k, str) and isinstance(v, (bool, int, float, str)) for k, v in self.model_kwargs.items()),
              "model_kwargs", "names to plain values")
 
