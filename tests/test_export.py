@@ -62,6 +62,7 @@ def _with_metadata(src, dst, change):
     (lambda s: s.update(task="age[/red] ../../x"), "task 'age[/red] ../../x': must be one of age, beauty"),
     (lambda s: s.update(objective="mystery"), "objective 'mystery': must be one of"),
     (lambda s: s.update(temperature=-1), "temperature -1: must be in [0.01, 100]"),
+    (lambda s: s.update(tta_flip="no"), "tta_flip 'no': must be true or false"),
 ])
 def test_onnx_metadata_is_checked_against_the_graph(tiny_run, tmp_path, change, problem):
     """An edited ONNX file is refused with one line naming it, never run with a wrong reading."""
