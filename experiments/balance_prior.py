@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import dldl
-from dldl.checkpoint import load_checkpoint, save_checkpoint
+from dldl.checkpoint import load_checkpoint, model_weights, save_checkpoint
 from dldl.data.cache import load_cached
 from dldl.data.samples import SampleList
 from dldl.evaluate import prediction_report, temper
@@ -108,7 +108,7 @@ def main() -> None:
     pick = min(grid, key=lambda g: g["group_mae"])
     ck = load_checkpoint(weights)
     t, alpha = pick["temperature"], pick["alpha"]
-    state = dict(ck.get("ema_state_dict") or ck["state_dict"])
+    state = dict(model_weights(ck))
     bias = state["head.bias"]
     state["head.bias"] = (bias.double() - t * alpha * torch.from_numpy(np.log(np.clip(prior, 1e-12, None)))).to(bias.dtype)
     spec = dataclasses.replace(est.spec, temperature=float(t))

@@ -41,8 +41,7 @@ def main() -> None:
     if args.out.resolve() == args.checkpoint.resolve() or args.out.exists():
         raise SystemExit(f"{args.out}: exists or is the input; give a new file name")
     ck = load_checkpoint(args.checkpoint)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in ck["config"].items() if k in known})
+    cfg = TrainConfig.from_checkpoint(ck)
     est = Estimator.from_checkpoint(args.checkpoint)
     per_source = [(src.name, src.val) for src in load_sources(cfg)]
     samples = [s for _, v in per_source for s in v.samples]

@@ -4,7 +4,7 @@ fine-tuned from the same initialisation, keeping an ingredient only if it raises
 The runs are ranked by their own score; the best one starts the soup, and each next one is added
 (a uniform average of the kept ones) when the soup's score rises. The score is the mean, over the
 first run's sources (its ``config``), of the validation Pearson (beauty) or minus the validation MAE
-(age), with flip TTA, so a mixed run is chosen on every set it was trained for, never on a test
+(age), with flip TTA as the first run's spec sets it (``tta_flip``), so a mixed run is chosen on every set it was trained for, never on a test
 split. The soup is written with the first run's spec and config; its temperature is that run's,
 so calibrate it afterwards (``experiments/calibrate.py``). Runs must share the architecture and
 labels; runs from different initialisations do not average into a working network.
@@ -15,14 +15,13 @@ labels; runs from different initialisations do not average into a working networ
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dldl.checkpoint import load_checkpoint, save_checkpoint
+from dldl.checkpoint import load_checkpoint, model_weights, save_checkpoint
 from dldl.data.cache import load_cached
 from dldl.inference import Estimator
 from dldl.metrics import mae, pearson
@@ -46,11 +45,6 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
             for k, v in first.items()}
 
 
-def weights(ck: dict) -> dict[str, torch.Tensor]:
-    """The weights a checkpoint is used with: the EMA copy when it has one."""
-    return ck["ema_state_dict"] if ck.get("ema_state_dict") else ck["state_dict"]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoints", type=Path, nargs="+")
@@ -65,8 +59,7 @@ def main() -> None:
         if (other.architecture, other.labels, other.model_kwargs, other.input_size) != (
                 spec.architecture, spec.labels, spec.model_kwargs, spec.input_size):
             raise SystemExit(f"{p}: another network than {args.checkpoints[0]} (architecture, labels or input size)")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in cks[0]["config"].items() if k in known})
+    cfg = TrainConfig.from_checkpoint(cks[0])
     model = spec.create_model()
     vals = [(src.name, src.val) for src in load_sources(cfg)]
     images = {name: load_cached(v, spec.cache_size, cfg.cache_dir, cfg.workers, template=spec.template) for name, v in vals}
@@ -80,18 +73,18 @@ def main() -> None:
             per[name] = pearson(pred, true) if spec.task == "beauty" else -mae(pred, true)
         return float(np.mean(list(per.values()))), per
 
-    own = [score(weights(ck)) for ck in cks]
+    own = [score(model_weights(ck)) for ck in cks]
     order = sorted(range(len(cks)), key=lambda i: -own[i][0])
     for i in order:
         print(f"{args.checkpoints[i]}: {own[i][0]:.4f} {json.dumps({k: round(v, 4) for k, v in own[i][1].items()})}")
-    kept, best = [order[0]], own[order[0]][0]
+    kept, best, soup = [order[0]], own[order[0]][0], model_weights(cks[order[0]])
     for i in order[1:]:
-        trial, per = score(average([weights(cks[j]) for j in kept + [i]]))
+        trial_soup = average([model_weights(cks[j]) for j in kept + [i]])
+        trial, per = score(trial_soup)
         print(f"+ {args.checkpoints[i]}: {trial:.4f} {json.dumps({k: round(v, 4) for k, v in per.items()})}"
               f" -> {'kept' if trial > best else 'left out'}")
         if trial > best:
-            kept, best = kept + [i], trial
-    soup = average([weights(cks[j]) for j in kept])
+            kept, best, soup = kept + [i], trial, trial_soup
     ingredients = [str(args.checkpoints[j]) for j in kept]
     save_checkpoint(args.out, {**cks[kept[0]], "state_dict": soup, "ema_state_dict": soup,
                                "soup": {"ingredients": ingredients, "val_score": best}})

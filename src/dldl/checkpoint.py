@@ -111,6 +111,17 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return Path(path)
 
 
+def model_weights(payload: dict[str, Any]) -> dict[str, Any]:
+    """The state dict a checkpoint is used with: its EMA copy when it has one, else the training weights.
+
+    >>> model_weights({"state_dict": {"w": 1}, "ema_state_dict": None})
+    {'w': 1}
+    >>> model_weights({"state_dict": {"w": 1}, "ema_state_dict": {"w": 2}})
+    {'w': 2}
+    """
+    return payload.get("ema_state_dict") or payload["state_dict"]
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` onto the CPU, weights-only.
 

@@ -92,7 +92,7 @@ class Estimator:
                         ) -> "Estimator":
         """Load a checkpoint written by ``dldl train`` (EMA weights when it has them). ``spec``
         (a model card's) replaces the file's own; it must describe the same network."""
-        from dldl.checkpoint import load_checkpoint
+        from dldl.checkpoint import load_checkpoint, model_weights
 
         ck = load_checkpoint(path)
         own = ModelSpec.from_payload(ck, path)
@@ -101,7 +101,7 @@ class Estimator:
         spec = spec or own
         try:
             model = spec.create_model()
-            model.load_state_dict(ck["ema_state_dict"] if ck.get("ema_state_dict") else ck["state_dict"])
+            model.load_state_dict(model_weights(ck))
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(path, f"does not hold a usable dldl model ({first_line(e)})") from None
         return cls(model, spec, {k: ck[k] for k in ("metrics", "config", "epoch") if k in ck}, device)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dldl.assets import MODELS_DIR
-from dldl.checkpoint import atomic_path, file_sha256, load_checkpoint, save_checkpoint
+from dldl.checkpoint import atomic_path, file_sha256, load_checkpoint, model_weights, save_checkpoint
 from dldl.errors import CheckpointError, DldlError, first_line
 from dldl.inference import Estimator
 from dldl.models.spec import ModelSpec
@@ -158,7 +158,7 @@ def _onnx_copy(estimator: Estimator, path: Path, threads: int | None = None) -> 
 def export_shipped(checkpoint: str | Path, name: str, card: dict[str, Any], out_dir: Path = MODELS_DIR) -> Path:
     """Write a compact fp16 copy of ``checkpoint``'s model (EMA weights if present) and its card."""
     ck = load_checkpoint(checkpoint)
-    state = ck.get("ema_state_dict") or ck["state_dict"]
+    state = model_weights(ck)
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     spec = ModelSpec.from_payload(ck, checkpoint).to_dict()
     path = save_checkpoint(out_dir / f"{name}.pt", {"spec": spec, "epoch": ck.get("epoch"), "state_dict": half,

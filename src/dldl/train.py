@@ -140,6 +140,13 @@ class TrainConfig:
         _check_config(self)
 
     @classmethod
+    def from_checkpoint(cls, payload: dict[str, Any]) -> "TrainConfig":
+        """The config a checkpoint was trained with (its ``"config"``); fields this dldl no longer
+        has are dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in payload["config"].items() if k in known})
+
+    @classmethod
     def from_sources(cls, profile: str | None = None, yaml_file: str | Path | None = None,
                      overrides: dict[str, Any] | None = None) -> "TrainConfig":
         """The config of a run, merged in this order (later wins): the dataclass defaults, the
