@@ -210,3 +210,23 @@ def test_target_kinds_use_the_faces_sigma_or_the_fixed_one():
     width = lambda p: float((p * (torch.as_tensor(labels.values()).float() - 5.0) ** 2).sum().sqrt())  # noqa: E731
     assert width(own[0]) < 0.8 < 1.6 < width(own[1])  # the face's 0.5, the default 2.0 where it has none
     assert abs(width(fixed[0]) - width(fixed[1])) < 1e-6 and width(fixed[0]) > 1.6
+
+
+def test_init_from_starts_from_the_weights_the_checkpoint_is_evaluated_with(tmp_path):
+    """A run's checkpoint is evaluated with its EMA copy; fine-tuning from it starts there too, not
+    from the noisier training weights (a shipped file, with no EMA copy, gives its only weights)."""
+    from dldl.checkpoint import save_checkpoint
+    from dldl.labels import LabelSet
+    from dldl.models.spec import ModelSpec
+    from dldl.train import Process, build_model
+
+    spec = ModelSpec("tiny_age_net", LabelSet.parse("0:10:1"), "dldl_v2", 32)
+    trained, averaged = spec.create_model().state_dict(), spec.create_model().state_dict()
+    for with_ema in (True, False):
+        path = save_checkpoint(tmp_path / f"{with_ema}.pt",
+                               {"state_dict": trained, "ema_state_dict": averaged if with_ema else None})
+        cfg = TrainConfig(model="tiny_age_net", labels="0:10:1", input_size=32, init_from=str(path))
+        got = build_model(cfg, spec, Process(torch.device("cpu")), None, resuming=False).state_dict()
+        want = averaged if with_ema else trained
+        assert all(torch.equal(got[k], want[k]) for k in want)
+        assert not all(torch.equal(got[k], (trained if with_ema else averaged)[k]) for k in want if k.endswith("weight"))

@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dldl.checkpoint import atomic_path, load_checkpoint, process_alive, remove_stale_temps, save_checkpoint
+from dldl.checkpoint import atomic_path, load_checkpoint, model_weights, process_alive, remove_stale_temps, save_checkpoint
 from dldl.config import coerce, load_yaml
 from dldl.data.augment import AugmentConfig, train_transform
 from dldl.data.preprocess import cache_size_for
@@ -114,7 +114,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0 keeps an exponential moving average of the weights for evaluation
     augment: AugmentConfig | None = None  # None: the paper's augmentation at input_size
     tta_flip: bool = True
-    init_from: str | None = None  # start from these weights (fine-tuning), head kept if shapes match
+    init_from: str | None = None  # start from these weights (fine-tuning; a run's EMA copy if it has one), head kept if shapes match
     backbone_weights: str | None = None  # pre-trained backbone: "imagenet" (mobilenet_v2, efficientnet_lite0), "face_recognition" (dlib_resnet29), or a weight file
     # runtime
     out_dir: str = "runs/default"
@@ -511,11 +511,11 @@ def init_weights_path(name_or_path: str) -> Path:
 
 def build_model(cfg: TrainConfig, spec: ModelSpec, proc: Process, backbone: Path | None, resuming: bool) -> nn.Module:
     """The network of ``spec`` on ``proc.device``: initialised from ``init_from`` (tensors whose
-    shapes match) or pre-trained ``backbone`` weights (unless resuming), SyncBN under multi-GPU DDP,
+    shapes match, from its EMA copy when it has one, the weights it is evaluated with) or pre-trained ``backbone`` weights (unless resuming), SyncBN under multi-GPU DDP,
     channels_last when asked."""
     model = spec.create_model()
     if cfg.init_from:
-        src = load_checkpoint(init_weights_path(cfg.init_from))["state_dict"]
+        src = model_weights(load_checkpoint(init_weights_path(cfg.init_from)))
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
     elif backbone and not resuming:
