@@ -75,21 +75,24 @@ def eval_transform(images: np.ndarray, output_size: int, flip: bool = False) -> 
     if isinstance(output_size, bool) or not isinstance(output_size, (int, np.integer)) or output_size < 1:
         raise ValueError(f"eval_transform: output_size must be a positive int, got {output_size!r}")
     idx, w = _taps(images.shape[1], int(output_size))
-    x = images.astype(np.float32)  # (N, S, S, 3)
-    x = _resample(x, idx, w, 1)  # rows
-    x = _resample(x, idx[::-1] if flip else idx, w[::-1] if flip else w, 2)  # columns, mirrored for a flip
-    scale = 1.0 / (255.0 * np.asarray(STD, dtype=np.float32))
-    shift = np.asarray(MEAN, dtype=np.float32) / np.asarray(STD, dtype=np.float32)
-    return np.ascontiguousarray((x * scale - shift).transpose(0, 3, 1, 2), dtype=np.float32)
+    x = _resample(images.astype(np.float32), idx, w[:, :, None, None], 1)  # rows: (N, out, S, 3)
+    x = np.multiply(x.transpose(0, 3, 1, 2), _SCALE, order="C")  # planar (N, 3, out, S), scaled as normalised
+    x = _resample(x, idx[::-1] if flip else idx, w[::-1] if flip else w, 3)  # columns, mirrored for a flip
+    x -= _SHIFT  # each output pixel's weights sum to 1, so the mean comes off once, at the end
+    return x
+
+
+_SCALE = (1.0 / (255.0 * np.asarray(STD))).astype(np.float32).reshape(1, 3, 1, 1)
+_SHIFT = (np.asarray(MEAN) / np.asarray(STD)).astype(np.float32).reshape(1, 3, 1, 1)
 
 
 def _resample(x: np.ndarray, idx: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
-    """``sum_t x[idx[:, t]] * w[:, t]`` along ``axis`` of ``(N, H, W, 3)`` float32."""
-    shape = [1, 1, 1, 1]
-    shape[axis] = -1
-    out = np.take(x, idx[:, 0], axis=axis) * w[:, 0].reshape(shape)
+    """``sum_t take(x, idx[:, t], axis) * w[:, t]`` for float32 ``x``: ``idx`` ``(out, T)`` source
+    indices, ``w`` their weights, shaped to broadcast against the result (``(out, T, 1, 1)`` for
+    the rows of ``(N, H, W, C)``, ``(out, T)`` for the last axis). C-contiguous, float32."""
+    out = np.take(x, idx[:, 0], axis=axis) * w[:, 0]
     for t in range(1, idx.shape[1]):
-        out += np.take(x, idx[:, t], axis=axis) * w[:, t].reshape(shape)
+        out += np.take(x, idx[:, t], axis=axis) * w[:, t]
     return out
 
 
