@@ -5,7 +5,8 @@ The validation splits are the run's own (``ck["config"]``, every source of a mix
 the rows the temperature is fitted on are :func:`dldl.evaluate.temperature_fit_rows`'s (each image
 once, exact labels only when there are any). The coverage of every source is printed before and after.
 The temperature goes into the copy's ``ModelSpec`` (``temperature``), so every later use of the
-model (``dldl predict``, exports, the server) applies it.
+model (``dldl predict``, exports, the server) applies it. ``--one-view`` also sets the spec's
+``tta_flip`` to false (the model then runs without the mirror-image average) and fits on that one view.
 
     python experiments/calibrate.py runs/age_wild/best.pt runs/age_wild/calibrated.pt
 """
@@ -37,12 +38,15 @@ def main() -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--level", type=float, default=0.9)
+    ap.add_argument("--one-view", action="store_true", help="the copy runs without flip TTA; fit the temperature on that view")
     args = ap.parse_args()
     if args.out.resolve() == args.checkpoint.resolve() or args.out.exists():
         raise SystemExit(f"{args.out}: exists or is the input; give a new file name")
     ck = load_checkpoint(args.checkpoint)
     cfg = TrainConfig.from_checkpoint(ck)
     est = Estimator.from_checkpoint(args.checkpoint)
+    if args.one_view:
+        est = Estimator(est.model, dataclasses.replace(est.spec, tta_flip=False))
     per_source = [(src.name, src.val) for src in load_sources(cfg)]
     samples = [s for _, v in per_source for s in v.samples]
     images = np.concatenate([load_cached(v, est.cache_size, cfg.cache_dir, cfg.workers, template=est.template) for _, v in per_source])
@@ -51,7 +55,7 @@ def main() -> None:
     t, cov = fit_temperature(rows(pred, fit), SampleList("pooled-val", [s for s, f in zip(samples, fit) if f]), args.level)
     spec = dataclasses.replace(est.spec, temperature=t)
     tempered = Estimator(est.model, spec).predict_arrays(images)
-    report = {"temperature": t, "fitted_on": int(fit.sum()), "val_coverage_90": cov, "sources": {}}
+    report = {"temperature": t, "tta_flip": spec.tta_flip, "fitted_on": int(fit.sum()), "val_coverage_90": cov, "sources": {}}
     start = 0
     for name, v in per_source:
         part = np.arange(start, start + len(v.samples))
