@@ -38,6 +38,7 @@ from dldl.evaluate import prediction_report, temper
 from dldl.inference import Prediction
 from dldl.pretrained import list_pretrained
 from dldl.train import TrainConfig, _targets, load_sources
+from dldl.errors import run_script
 
 ALPHAS = np.round(np.arange(0.0, 1.01, 0.1), 2)
 
@@ -122,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from scipy import stats
 import dldl
 from dldl.data.cache import load_cached
 from dldl.data.datasets import load_dataset
+from dldl.errors import run_script
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = {  # name -> (dataset, root, split, reader options)
@@ -61,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -26,6 +26,7 @@ from dldl.data.samples import SampleList
 from dldl.evaluate import fit_temperature, prediction_report, temperature_fit_rows
 from dldl.inference import Estimator, Prediction
 from dldl.train import TrainConfig, load_sources
+from dldl.errors import run_script
 
 
 def rows(pred: Prediction, index: np.ndarray) -> Prediction:
@@ -69,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

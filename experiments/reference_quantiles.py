@@ -22,6 +22,7 @@ from dldl.assets import MODELS_DIR
 from dldl.checkpoint import atomic_path
 from dldl.data.cache import load_cached
 from dldl.data.datasets import load_dataset
+from dldl.errors import run_script
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

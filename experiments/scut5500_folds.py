@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from dldl.errors import run_script
 
 CONFIG = Path(__file__).with_name("scut5500.yaml")
 METRICS = ("pearson", "mae", "rmse")
@@ -71,4 +72,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dldl.assets import MODELS_DIR
 from dldl.pretrained import export_shipped
+from dldl.errors import run_script
 
 
 def main() -> None:
@@ -29,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

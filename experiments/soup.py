@@ -27,6 +27,7 @@ from dldl.inference import Estimator
 from dldl.metrics import mae, pearson
 from dldl.models.spec import ModelSpec
 from dldl.train import TrainConfig, load_sources
+from dldl.errors import run_script
 
 
 def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -92,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

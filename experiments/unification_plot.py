@@ -15,6 +15,7 @@ from dldl.data.images import load_face
 from dldl.data.datasets import load_dataset
 from dldl.plots import plot_distributions
 from dldl.inference import Estimator
+from dldl.errors import run_script
 
 
 def main() -> None:
@@ -37,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -400,3 +400,40 @@ def test_model_whose_metadata_does_not_match_its_weights(tmp_path):
     with pytest.raises(CheckpointError, match="relabelled.pt: does not hold a usable dldl model spec .objective 'dldl_v2' "
                                               "on 51 labels needs 51 outputs, the spec says 101.$"):
         dldl.load(bad)
+
+
+@pytest.mark.parametrize("script, args", [
+    ("calibrate.py", ["{missing}", "{tmp}/out.pt"]),
+    ("soup.py", ["{missing}", "{missing}", "--out", "{tmp}/soup.pt"]),
+    ("reference_quantiles.py", ["{missing}", "--dataset", "mebeauty", "--root", "{tmp}"]),  # a model name: its card is looked up
+])
+def test_experiment_scripts_name_a_missing_model_in_one_line(script, args, tmp_path):
+    """The research scripts fail as the dldl commands do: one error line, exit status 2, no traceback."""
+    repo = Path(__file__).resolve().parents[1]
+    missing = tmp_path / "no such.pt"
+    argv = [a.format(missing=missing, tmp=tmp_path) for a in args]
+    r = subprocess.run([sys.executable, str(repo / "experiments" / script), *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {missing}") and ("not found" in lines[0] or "No such file" in lines[0]), r.stderr
+
+
+def test_run_script_turns_user_errors_into_one_line(capsys, tmp_path):
+    from dldl.errors import DataError, run_script
+
+    def bad_labels():
+        raise DataError(tmp_path / "labels.csv", "line 3: age 'abc' is not a number")
+
+    def missing_file():
+        open(tmp_path / "gone.txt")
+
+    for main, line in [(bad_labels, f"error: {tmp_path / 'labels.csv'}: line 3: age 'abc' is not a number"),
+                       (missing_file, f"error: {tmp_path / 'gone.txt'}: No such file or directory")]:
+        with pytest.raises(SystemExit) as e:
+            run_script(main)
+        assert e.value.code == 2 and capsys.readouterr().err.strip() == line
+    with pytest.raises(SystemExit) as e:
+        run_script(lambda: 3)
+    assert e.value.code == 3
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_script(lambda: 1 / 0)

@@ -5,6 +5,8 @@ The CLI prints ``str(error)`` for these and exits non-zero, without a traceback 
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -63,3 +65,25 @@ class ConfigError(DldlError, ValueError):
 
     def __reduce__(self):
         return type(self), (self.field, self.value, self.allowed)
+
+
+def run_script(main: Callable[[], int | None]) -> None:
+    """Run a script's ``main`` (the ``experiments/`` and ``benchmarks/`` scripts) as the ``dldl``
+    commands run: a user error (a :class:`DldlError`, or an ``OSError`` naming a path) becomes one
+    ``error:`` line on stderr and exit status 2; anything else keeps its traceback, since that is a bug.
+
+    >>> run_script(lambda: 0)
+    Traceback (most recent call last):
+    ...
+    SystemExit: 0
+    """
+    try:
+        code = main()
+    except DldlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename is not None else ""
+        print(f"error: {where}{e.strerror or first_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)
