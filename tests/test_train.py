@@ -230,3 +230,30 @@ def test_init_from_starts_from_the_weights_the_checkpoint_is_evaluated_with(tmp_
         want = averaged if with_ema else trained
         assert all(torch.equal(got[k], want[k]) for k in want)
         assert not all(torch.equal(got[k], (trained if with_ema else averaged)[k]) for k in want if k.endswith("weight"))
+
+
+def test_distillation_targets_mix_the_teachers_mean_distribution(tiny_run):
+    from dldl.errors import ConfigError
+    from dldl.labels import LabelSet
+    from dldl.train import _targets, load_sources, load_training_data, teacher_distribution
+
+    teacher = tiny_run / "run" / "best.pt"
+    (manifest,) = (tiny_run / "data").glob("*.csv")
+    cfg = TrainConfig(dataset="csv", root=str(manifest), train_split=None, test_split=None, val_fraction=0.25, input_size=32,
+                      cache_dir=str(tiny_run / "cache"), workers=1, progress=False, teachers=[str(teacher)] * 2, distill=0.25)
+    sources, labels = load_sources(cfg), LabelSet.parse(cfg.labels)
+    data = load_training_data(cfg, sources, labels, lambda s: load_cached(s, 36, cfg.cache_dir, 1), True)
+    own = _targets(sources[0].train, cfg.target, cfg.sigma, labels)[1]
+    theirs = torch.from_numpy(Estimator.from_checkpoint(teacher).predict_arrays(data.images).distribution).to(own.dtype)
+    assert not torch.allclose(own, theirs, atol=1e-3)  # so the mix below can tell them apart
+    assert torch.allclose(data.target, 0.75 * own + 0.25 * theirs, atol=1e-6)
+    assert torch.allclose(data.target.sum(1), torch.ones(len(own), dtype=own.dtype), atol=1e-5)
+
+    with pytest.raises(ConfigError, match=r"teachers .*over the run's labels \(0:50:1\); this one has dldl_v2 over 0:100:1"):
+        teacher_distribution([str(teacher)], data.images, LabelSet.parse("0:50:1"), "utkface")
+    with pytest.raises(ConfigError, match="crop template 'mebeauty', not 'utkface'"):
+        teacher_distribution([str(teacher)], data.images, labels, "mebeauty")
+    with pytest.raises(ConfigError, match="distill 0.5: must be 0 when no teachers are given"):
+        TrainConfig(distill=0.5)
+    with pytest.raises(ConfigError, match="teachers .*: must be empty when distill is 0"):
+        TrainConfig(teachers=["a.pt"])

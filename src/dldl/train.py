@@ -104,6 +104,8 @@ class TrainConfig:
     lam: float = 1.0
     kl_reduction: str = "reference"
     kl_only_epochs: int = 0  # two-stage schedule: KL alone for these epochs, then the loss above
+    teachers: list[str] = field(default_factory=list)  # distillation: trained models (checkpoints or shipped names) over `labels`
+    distill: float = 0.0  # share of each target from the teachers' mean predicted distribution: (1 - distill) * own + distill * theirs
     # optimisation
     epochs: int = 60
     batch_size: int = 128
@@ -234,6 +236,9 @@ def _check_config(cfg: TrainConfig) -> None:
     need(0.0 <= cfg.ema_decay < 1.0, "ema_decay", "in [0, 1)")
     need(cfg.lam >= 0 and math.isfinite(cfg.lam), "lam", "a number >= 0")
     need(cfg.sigma >= 0 and math.isfinite(cfg.sigma), "sigma", "a number >= 0")
+    need(0.0 <= cfg.distill <= 1.0, "distill", "in [0, 1]")
+    need(cfg.distill == 0 or bool(cfg.teachers), "distill", "0 when no teachers are given")
+    need(cfg.distill > 0 or not cfg.teachers, "teachers", "empty when distill is 0")
     need(cfg.input_size >= 32 and cfg.input_size % 32 == 0, "input_size", "a multiple of 32 (32, 64, 96, ...)")
     need(cfg.cache_size >= cfg.input_size, "cache_size", f"at least input_size ({cfg.input_size})")
     need(bool(DEVICE.fullmatch(cfg.device)), "device", "auto, cpu, mps, cuda or cuda:N")
@@ -493,9 +498,37 @@ def load_training_data(cfg: TrainConfig, sources: list[Source], labels: LabelSet
             if src.test is not None:
                 load(src.test)
     parts = [_targets(src.train, src.target, cfg.sigma if src.sigma is None else src.sigma, labels) for src in sources]
+    target = torch.cat([t for _, t in parts])
+    if cfg.distill > 0:
+        theirs = teacher_distribution(cfg.teachers, images, labels, cfg.template)
+        target = (1.0 - cfg.distill) * target + cfg.distill * theirs.to(target.dtype)
     bounds = [_bounds(src.train) for src in sources]
-    return TrainingData(sources, images, torch.cat([y for y, _ in parts]), torch.cat([t for _, t in parts]),
+    return TrainingData(sources, images, torch.cat([y for y, _ in parts]), target,
                         torch.cat([b[0] for b in bounds]), torch.cat([b[1] for b in bounds]), val_images)
+
+
+def teacher_distribution(teachers: list[str], images: np.ndarray, labels: LabelSet, template: str) -> torch.Tensor:
+    """``(N, K)`` mean predicted distribution of the ``teachers`` (checkpoints or shipped names) on
+    ``(N, S, S, 3)`` uint8 training crops, each teacher with its own test-time settings (flip TTA,
+    temperature): the soft targets of knowledge distillation (Hinton et al. 2015), averaged over an
+    ensemble.
+
+    Raises:
+        ConfigError: a teacher predicts over another label set than the run's, gives no
+            distribution (a regression or ranking model), or expects crops of another template.
+    """
+    total = None
+    for name in teachers:
+        est = Estimator.from_checkpoint(init_weights_path(name))
+        if est.labels != labels or est.objective.distribution is None:
+            text = lambda ls: f"{ls.start:g}:{ls.stop:g}:{ls.step:g}"  # noqa: E731 -- as `labels` is written
+            raise ConfigError("teachers", name, f"models with a distribution over the run's labels ({text(labels)}); "
+                                                f"this one has {est.spec.objective} over {text(est.labels)}")
+        if est.template != template:
+            raise ConfigError("teachers", name, f"models of the run's crop template {template!r}, not {est.template!r}")
+        dist = torch.from_numpy(est.predict_arrays(images).distribution)
+        total = dist if total is None else total + dist
+    return total / len(teachers)
 
 
 def init_weights_path(name_or_path: str) -> Path:
