@@ -1,0 +1,60 @@
+"""How far would averaging several beauty models go? Pearson of each model, and of the mean of
+their estimates, on the MEBeauty val and test crops and the SCUT-FBP5500 60/40 test portraits.
+
+A ceiling for what one network could learn from the others (distillation, weight soups), not a
+model to ship: N networks cost N times one. Each model runs from one view (no flip TTA), on the
+crops of its own template, as ``dldl eval`` reads the sets.
+
+    python experiments/ensemble.py runs/beauty_joint128/calibrated.pt runs/beauty_me65/calibrated.pt --json FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dldl.data.cache import load_cached
+from dldl.data.datasets import load_dataset
+from dldl.errors import run_script
+from dldl.inference import Estimator
+
+SETS = [("mebeauty", "../shared/data/mebeauty", "val"), ("mebeauty", "../shared/data/mebeauty", "test"),
+        ("scut-fbp5500", "data_external/scut5500", "test")]
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two ``(N,)`` arrays.
+
+    >>> round(pearson(np.array([1., 2., 3.]), np.array([2., 4., 7.])), 4)
+    0.9934
+    """
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="checkpoints of beauty models on one scale")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    estimators = {m: Estimator.from_checkpoint(m) for m in a.models}
+    out: dict[str, dict[str, float]] = {}
+    for name, root, split in SETS:
+        samples = load_dataset(name, root, split)
+        truth = np.array([s.label for s in samples.samples])
+        estimates = []
+        for m, est in estimators.items():
+            images = load_cached(samples, est.cache_size, None, 1, template=est.template)
+            estimates.append(est.predict_arrays(images, tta_flip=False).estimate)
+        row = {m: round(pearson(e, truth), 4) for m, e in zip(a.models, estimates)}
+        row["mean of the estimates"] = round(pearson(np.mean(estimates, 0), truth), 4)
+        out[f"{name} {split} ({len(truth)})"] = row
+        print(f"{name} {split}: " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    run_script(main)
