@@ -1,11 +1,13 @@
 """How far would averaging several beauty models go? Pearson of each model, and of the mean of
 their estimates, on the MEBeauty val and test crops and the SCUT-FBP5500 60/40 test portraits.
 
-A ceiling for what one network could learn from the others (distillation, weight soups), not a
-model to ship: N networks cost N times one. Each model runs from one view (no flip TTA), on the
-crops of its own template, as ``dldl eval`` reads the sets.
+A ceiling for what one network could learn from the others (distillation, weight soups); N
+networks cost N times one. Each model runs from one view (no flip TTA), on the crops of its own
+template, as ``dldl eval`` reads the sets. ``--out FILE`` also writes the models as one ensemble
+checkpoint (:mod:`dldl.models.ensemble`: the mean of their distributions, whose estimate is the
+mean of theirs), to calibrate, evaluate and ship like any other; an existing FILE is never replaced.
 
-    python experiments/ensemble.py runs/beauty_joint128/calibrated.pt runs/beauty_me65/calibrated.pt --json FILE
+    python experiments/ensemble.py runs/beauty_joint128/calibrated.pt mobilenet_v2-beauty --json FILE [--out FILE.pt]
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import numpy as np
 
 from dldl.data.cache import load_cached
 from dldl.data.datasets import load_dataset
-from dldl.errors import run_script
+from dldl.checkpoint import save_checkpoint
+from dldl.errors import DldlError, run_script
 from dldl.inference import Estimator
+from dldl.models.ensemble import combine
+from dldl.pretrained import resolve_weights
 
 SETS = [("mebeauty", "../shared/data/mebeauty", "val"), ("mebeauty", "../shared/data/mebeauty", "test"),
         ("scut-fbp5500", "data_external/scut5500", "test")]
@@ -36,10 +41,15 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="+", help="checkpoints of beauty models on one scale")
+    ap.add_argument("models", nargs="+", help="checkpoints or shipped names of beauty models on one scale")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--out", type=Path, help="also write the models as one ensemble checkpoint here")
     a = ap.parse_args()
-    estimators = {m: Estimator.from_checkpoint(m) for m in a.models}
+    if a.out is not None:
+        if a.out.exists():
+            raise DldlError(f"{a.out}: exists already; give another --out or move it away")
+        print(f"wrote {save_checkpoint(a.out, combine(a.models))}")
+    estimators = {m: Estimator.from_checkpoint(resolve_weights(m)) for m in a.models}
     out: dict[str, dict[str, float]] = {}
     for name, root, split in SETS:
         samples = load_dataset(name, root, split)

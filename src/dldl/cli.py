@@ -548,7 +548,8 @@ def info() -> None:
     table.add_column("name")
     table.add_column("parameters", justify="right")
     for name in list_models():
-        table.add_row(name, f"{sum(p.numel() for p in create_model(name).parameters()):,}")
+        count = "its members'" if name == "ensemble" else f"{sum(p.numel() for p in create_model(name).parameters()):,}"
+        table.add_row(name, count)
     console.print(table)
     shipped = list_pretrained()
     if not shipped:

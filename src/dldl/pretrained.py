@@ -42,6 +42,26 @@ def model_card(name: str) -> dict[str, Any]:
 RUNTIMES = ("torch", "onnx", "auto")
 
 
+def resolve_weights(name_or_path: str | Path) -> Path:
+    """The checkpoint file of a shipped model name, or ``name_or_path`` itself when it is a path
+    (an existing file, or a name ending in ``.pt`` / ``.pth``, whose absence the reader reports).
+
+    >>> resolve_weights("mobilenet_v2-beauty").name
+    'mobilenet_v2-beauty.pt'
+    >>> resolve_weights("no-such-model")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    dldl.errors.DldlError: no-such-model: neither a file nor a shipped model ...
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".pt", ".pth") or path.exists():
+        return path
+    if str(name_or_path) in list_pretrained():
+        return MODELS_DIR / f"{name_or_path}.pt"
+    known = ", ".join(list_pretrained()) or "none shipped yet"
+    raise DldlError(f"{name_or_path}: neither a file nor a shipped model (shipped: {known})")
+
+
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: str = "torch",
          threads: int | None = None) -> Estimator:
     """A ready :class:`~dldl.inference.Estimator` from a shipped model name, a checkpoint path, or an
@@ -76,21 +96,11 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", runtime: 
         exported = load_exported(path, threads)
         exported.meta["sha256"] = file_sha256(path)
         return exported
-    card: dict[str, Any] = {}
-    if path.suffix in (".pt", ".pth") or path.exists():
-        weights = path
-        if weights.parent == MODELS_DIR:
-            card = model_card(weights.stem)
-        sha = file_sha256(weights) if weights.is_file() else ""
-    elif str(name_or_path) in list_pretrained():
-        weights = MODELS_DIR / f"{name_or_path}.pt"
-        card = model_card(str(name_or_path))
-        sha = file_sha256(weights)
-        if sha != card.get("sha256"):
-            raise CheckpointError(weights, "sha256 does not match its model card; the file is damaged or was replaced")
-    else:
-        known = ", ".join(list_pretrained()) or "none shipped yet"
-        raise DldlError(f"{name_or_path}: neither a file nor a shipped model (shipped: {known})")
+    weights = resolve_weights(name_or_path)
+    card = model_card(weights.stem) if weights.parent == MODELS_DIR else {}
+    sha = file_sha256(weights) if weights.is_file() else ""
+    if weights != path and sha != card.get("sha256"):  # a shipped model asked for by name
+        raise CheckpointError(weights, "sha256 does not match its model card; the file is damaged or was replaced")
     card_spec = ModelSpec.from_dict(card["spec"]) if "spec" in card else None
     from dldl.data.cache import default_cache_dir
 

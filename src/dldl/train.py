@@ -214,7 +214,9 @@ def _check_config(cfg: TrainConfig) -> None:
     except DataError:
         need(False, "dataset", f"one of {', '.join(DATASETS)}")
     need(cfg.task in ("age", "beauty"), "task", "'age' or 'beauty'")
-    need(cfg.model in list_models(), "model", f"one of {', '.join(list_models())}")
+    trainable = [m for m in list_models() if m != "ensemble"]  # ensembles are combined from trained models
+    need(cfg.model in trainable, "model", f"one of {', '.join(trainable)} (an ensemble is made from trained models "
+         "by experiments/ensemble.py --out)")
     need(cfg.loss in OBJECTIVES, "loss", f"one of {', '.join(OBJECTIVES)}")
     need(cfg.kl_reduction in ("reference", "batchmean"), "kl_reduction", "'reference' or 'batchmean'")
     need(cfg.target in TARGETS, "target", f"one of {', '.join(TARGETS)}")

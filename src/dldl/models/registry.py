@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_ARCHITECTURES = ("vgg", "mobilenet", "dlib_resnet")  # the modules whose functions register themselves
+_ARCHITECTURES = ("vgg", "mobilenet", "dlib_resnet", "ensemble")  # the modules whose functions register themselves
 
 
 def _registered() -> dict[str, Callable[..., nn.Module]]:
