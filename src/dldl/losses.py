@@ -14,6 +14,10 @@ ranking        (N, K-1)     sum of K-1 binary cross-entropies [y > l_k]     (OR-
 expectation_l1 (N, K)       |E[p] - y|                                      (the L1 term alone)
 ============== ============ ======================================================================
 
+Any of them can take a batch correlation term, ``TrainConfig.pearson * (1 - r)`` with ``r`` the
+Pearson correlation of the estimates and the labels over the batch (:func:`pearson_loss`; the
+PLCC loss of image-quality work), for tasks judged by correlation (beauty).
+
 KL normalisation. The reference implementation (gaobb/DLDL-v2, ``nn.KLDivCriterion(true)``)
 divides the summed KL by ``N * K`` ("reference", our default), so with 101 ages the KL term is
 1/101 of the per-sample KL; ``kl_reduction="batchmean"`` divides by ``N`` only (the true mean KL).
@@ -99,6 +103,28 @@ def interval_l1_loss(logits: Tensor, low: Tensor, high: Tensor, labels: LabelSet
     _check(logits, labels.num_labels, y=high)
     e = expectation(torch.softmax(logits.float(), dim=1), labels)
     return (torch.relu(low.float() - e) + torch.relu(e - high.float())).mean()
+
+
+def pearson_loss(estimate: Tensor, y: Tensor) -> Tensor:
+    """``1 - r``, with ``r`` the Pearson correlation of ``estimate`` and ``y`` over the batch.
+
+    ``estimate``, ``y``: ``(N,)``, N >= 2. 0 when they rise together linearly, 2 when opposite;
+    a batch whose labels are all equal has no correlation and gives 1 (``r`` taken as 0).
+
+    >>> y = torch.tensor([1.0, 2.0, 3.0])
+    >>> abs(round(float(pearson_loss(2 * y + 1, y)), 6)), round(float(pearson_loss(-y, y)), 6)
+    (0.0, 2.0)
+    >>> pearson_loss(torch.zeros(3), torch.zeros(2))
+    Traceback (most recent call last):
+    ...
+    ValueError: estimate (3,) and y (2,) must both have shape (N,) with N >= 2
+    """
+    if estimate.dim() != 1 or estimate.shape != y.shape or estimate.shape[0] < 2:
+        raise ValueError(f"estimate {tuple(estimate.shape)} and y {tuple(y.shape)} must both have shape (N,) with N >= 2")
+    e = estimate.float() - estimate.float().mean()
+    t = y.float() - y.float().mean()
+    r = (e * t).sum() / (e.norm() * t.norm()).clamp_min(1e-12)
+    return 1.0 - r
 
 
 def dldl_loss(logits: Tensor, target: Tensor, kl_reduction: KLReduction = "reference") -> Tensor:

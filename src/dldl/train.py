@@ -53,7 +53,7 @@ from dldl.errors import CheckpointError, ConfigError, DataError, DldlError
 from dldl.evaluate import prediction_report
 from dldl.inference import Estimator
 from dldl.labels import LabelSet, gaussian_distribution, histogram_distribution, interval_distribution
-from dldl.losses import OBJECTIVES, get_objective
+from dldl.losses import OBJECTIVES, get_objective, pearson_loss
 from dldl.models.backbone_weights import backbone_weights_path, load_backbone_weights
 from dldl.models.registry import model_factory
 from dldl.models.spec import ModelSpec
@@ -103,6 +103,7 @@ class TrainConfig:
     loss: str = "dldl_v2"
     lam: float = 1.0
     kl_reduction: str = "reference"
+    pearson: float = 0.0  # weight of the batch correlation term 1 - r(estimate, y) added to the loss (dldl.losses.pearson_loss)
     kl_only_epochs: int = 0  # two-stage schedule: KL alone for these epochs, then the loss above
     teachers: list[str] = field(default_factory=list)  # distillation: trained models (checkpoints or shipped names) over `labels`
     distill: float = 0.0  # share of each target from the teachers' mean predicted distribution: (1 - distill) * own + distill * theirs
@@ -237,6 +238,7 @@ def _check_config(cfg: TrainConfig) -> None:
     need(cfg.weight_decay >= 0, "weight_decay", "a number >= 0")
     need(0.0 <= cfg.ema_decay < 1.0, "ema_decay", "in [0, 1)")
     need(cfg.lam >= 0 and math.isfinite(cfg.lam), "lam", "a number >= 0")
+    need(cfg.pearson >= 0 and math.isfinite(cfg.pearson), "pearson", "a number >= 0")
     need(cfg.sigma >= 0 and math.isfinite(cfg.sigma), "sigma", "a number >= 0")
     need(0.0 <= cfg.distill <= 1.0, "distill", "in [0, 1]")
     need(cfg.distill == 0 or bool(cfg.teachers), "distill", "0 when no teachers are given")
@@ -710,7 +712,7 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
         if state.step == 0:
             state.loss_sum, state.seen = 0.0, 0
         stage_loss = "dldl" if epoch < cfg.kl_only_epochs else cfg.loss
-        loss_fn = get_objective(stage_loss).loss
+        objective = get_objective(stage_loss)
         t0 = time.time()
         bar = progress_bar(master and cfg.progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
         for step in range(state.step, steps_per_epoch):
@@ -729,8 +731,10 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
             y, target = data.y[idx].to(device), data.target[idx].to(device)
             with autocast:
                 output = net(x)
-            loss = loss_fn(output.float(), target, y, labels, lam=cfg.lam, kl_reduction=cfg.kl_reduction,
-                           bounds=(data.low[idx].to(device), data.high[idx].to(device)))
+            loss = objective.loss(output.float(), target, y, labels, lam=cfg.lam, kl_reduction=cfg.kl_reduction,
+                                  bounds=(data.low[idx].to(device), data.high[idx].to(device)))
+            if cfg.pearson > 0 and len(idx) > 1:
+                loss = loss + cfg.pearson * pearson_loss(objective.estimate(output.float(), labels), y)
             if not torch.isfinite(loss):
                 kept = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was written yet"
                 raise DldlError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped, {kept}")
