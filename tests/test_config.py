@@ -33,6 +33,7 @@ BAD = [
     ("device=tpu", "device 'tpu': must be auto, cpu, mps, cuda or cuda:N"),
     ("batch_size=4.5", "batch_size '4.5': must be a whole number"),
     ("lr=fast", "lr 'fast': must be a number"),
+    ("pearson=-0.5", "pearson -0.5: must be a number >= 0"),
     ("template=celeba", "template 'celeba': must be one of"),
     ("sources=[{dataset: aaf}]", "sources[0]"),
     ("model_kwargs={width: 2}", "model_kwargs {'width': 2}: must be options of tiny_age_net (hybrid_pool)"),

@@ -2,6 +2,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dldl.labels import LabelSet, expectation, gaussian_distribution
 from dldl.losses import (
@@ -14,6 +16,7 @@ from dldl.losses import (
     kl_divergence,
     l1_loss,
     l2_loss,
+    pearson_loss,
     ranking_loss,
     ranking_targets,
     ranking_to_distribution,
@@ -133,3 +136,35 @@ def test_every_objective_trains_and_reads_out():
             assert d.shape == (2, labels.num_labels) and torch.allclose(d.sum(1), torch.ones(2)), name
     with pytest.raises(ValueError, match="loss 'nope': must be one of dldl_v2"):
         get_objective("nope")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-10, 10), min_size=3, max_size=20), st.floats(0.1, 5), st.floats(-5, 5), st.integers(0, 99))
+def test_pearson_loss_is_one_minus_r_and_blind_to_scale_and_shift(ys, a, b, seed):
+    y = torch.tensor(ys, dtype=torch.float64)
+    e = torch.randn(len(ys), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    loss = float(pearson_loss(e, y))
+    assert 0.0 - 1e-6 <= loss <= 2.0 + 1e-6
+    assert math.isclose(float(pearson_loss(a * e + b, y)), loss, abs_tol=1e-5)
+    if float(y.std()) > 1e-3:
+        r = float(torch.corrcoef(torch.stack([e, y]))[0, 1])
+        assert math.isclose(loss, 1 - r, abs_tol=1e-5)
+
+
+def test_pearson_loss_gradient_raises_the_correlation():
+    y = torch.tensor([1.0, 4.0, 2.0, 8.0, 5.0])
+    e = torch.tensor([3.0, 1.0, 4.0, 1.0, 5.0], requires_grad=True)
+    opt = torch.optim.SGD([e], lr=1.0)
+    start = pearson_loss(e, y).item()
+    for _ in range(50):
+        opt.zero_grad()
+        pearson_loss(e, y).backward()
+        opt.step()
+    assert pearson_loss(e, y).item() < start / 10
+
+
+def test_pearson_loss_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"estimate \(4,\) and y \(3,\)"):
+        pearson_loss(torch.zeros(4), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"N >= 2"):
+        pearson_loss(torch.zeros(1), torch.zeros(1))

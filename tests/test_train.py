@@ -257,3 +257,10 @@ def test_distillation_targets_mix_the_teachers_mean_distribution(tiny_run):
         TrainConfig(distill=0.5)
     with pytest.raises(ConfigError, match="teachers .*: must be empty when distill is 0"):
         TrainConfig(teachers=["a.pt"])
+
+
+def test_pearson_term_is_added_to_the_training_loss(synthetic_manifest, tmp_path):
+    """lr 0: both runs see the same weights and batches, so the logged losses differ by the weighted 1 - r alone."""
+    plain, with_term = (train(_cfg(synthetic_manifest, tmp_path / name, epochs=1, lr=0.0, pearson=w))["history"][0]["train_loss"]
+                        for name, w in (("plain", 0.0), ("pearson", 2.0)))
+    assert 0.0 < with_term - plain < 2.0 * 2.0
