@@ -48,7 +48,7 @@ def main() -> None:
     est = Estimator.from_checkpoint(args.checkpoint)
     if args.one_view:
         est = Estimator(est.model, dataclasses.replace(est.spec, tta_flip=False))
-    per_source = [(src.name, src.val) for src in load_sources(cfg)]
+    per_source = [(src.name, src.val) for src in load_sources(cfg) if not src.taught]
     samples = [s for _, v in per_source for s in v.samples]
     images = np.concatenate([load_cached(v, est.cache_size, cfg.cache_dir, cfg.workers, template=est.template) for _, v in per_source])
     fit = temperature_fit_rows(samples)

@@ -62,7 +62,7 @@ def main() -> None:
             raise SystemExit(f"{p}: another network than {args.checkpoints[0]} (architecture, labels or input size)")
     cfg = TrainConfig.from_checkpoint(cks[0])
     model = spec.create_model()
-    vals = [(src.name, src.val) for src in load_sources(cfg)]
+    vals = [(src.name, src.val) for src in load_sources(cfg) if not src.taught]
     images = {name: load_cached(v, spec.cache_size, cfg.cache_dir, cfg.workers, template=spec.template) for name, v in vals}
 
     def score(state: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:

@@ -36,6 +36,8 @@ BAD = [
     ("pearson=-0.5", "pearson -0.5: must be a number >= 0"),
     ("template=celeba", "template 'celeba': must be one of"),
     ("sources=[{dataset: aaf}]", "sources[0]"),
+    ("sources=[{dataset: aaf, root: x, target: teachers}]", "sources[0].target 'teachers': must be set only when teachers are given"),
+    ("sources=[{dataset: aaf, root: x, target: teacher}]", "sources[0].target 'teacher': must be one of gaussian, gaussian_fixed, histogram, interval, teachers"),
     ("model_kwargs={width: 2}", "model_kwargs {'width': 2}: must be options of tiny_age_net (hybrid_pool)"),
 ]
 

@@ -259,6 +259,40 @@ def test_distillation_targets_mix_the_teachers_mean_distribution(tiny_run):
         TrainConfig(teachers=["a.pt"])
 
 
+def test_a_taught_source_takes_the_teachers_distribution_and_has_no_validation_split(tiny_run):
+    from dldl.errors import ConfigError
+    from dldl.labels import LabelSet, expectation
+    from dldl.train import _targets, load_sources, load_training_data, model_spec
+
+    teacher = tiny_run / "run" / "best.pt"
+    (manifest,) = (tiny_run / "data").glob("*.csv")
+    labelled = {"dataset": "csv", "root": str(manifest), "train_split": None, "test_split": None}
+    taught = {**labelled, "target": "teachers", "limit": 10, "weight": 0.5}
+    cfg = TrainConfig(sources=[labelled, taught], val_fraction=0.25, input_size=32, cache_dir=str(tiny_run / "cache"),
+                      workers=1, progress=False, teachers=[str(teacher)])
+    sources, labels = load_sources(cfg), LabelSet.parse(cfg.labels)
+    assert [s.taught for s in sources] == [False, True]
+    assert len(sources[1].train) == 10 and len(sources[1].val) == 0 and sources[1].test is None
+    data = load_training_data(cfg, sources, labels, lambda s: load_cached(s, 36, cfg.cache_dir, 1), True)
+    n = len(sources[0].train)
+    assert data.val_images[0] is not None and data.val_images[1] is None
+    y, own = _targets(sources[0].train, cfg.target, cfg.sigma, labels)
+    assert torch.allclose(data.target[:n], own.to(data.target.dtype)) and torch.equal(data.y[:n], y)  # distill 0: own targets
+    theirs = torch.from_numpy(Estimator.from_checkpoint(teacher).predict_arrays(data.images[n:]).distribution)
+    assert torch.allclose(data.target[n:], theirs.to(data.target.dtype), atol=1e-6)
+    assert torch.allclose(data.y[n:], expectation(theirs.double(), labels).float(), atol=1e-4)
+    assert torch.equal(data.low[n:], data.y[n:]) and torch.equal(data.high[n:], data.y[n:])
+    # the spec's label range comes from the labelled faces only
+    truth = [b for s in sources[0].train.samples for b in s.bounds]
+    assert model_spec(cfg, sources).label_range == (min(truth), max(truth))
+
+    with pytest.raises(ConfigError, match=r"sources\[1\].target 'teachers': must be set only when teachers are given"):
+        TrainConfig(sources=[labelled, taught])
+    with pytest.raises(ConfigError, match="must be at least one source with labels of its own"):
+        TrainConfig(sources=[taught], teachers=["a.pt"])
+    TrainConfig(sources=[labelled, taught], teachers=["a.pt"])  # teachers with distill 0 are fine when a source is taught
+
+
 def test_pearson_term_is_added_to_the_training_loss(synthetic_manifest, tmp_path):
     """lr 0: both runs see the same weights and batches, so the logged losses differ by the weighted 1 - r alone."""
     plain, with_term = (train(_cfg(synthetic_manifest, tmp_path / name, epochs=1, lr=0.0, pearson=w))["history"][0]["train_loss"]

@@ -52,7 +52,7 @@ from dldl.devices import resolve_device
 from dldl.errors import CheckpointError, ConfigError, DataError, DldlError
 from dldl.evaluate import prediction_report
 from dldl.inference import Estimator
-from dldl.labels import LabelSet, gaussian_distribution, histogram_distribution, interval_distribution
+from dldl.labels import LabelSet, expectation, gaussian_distribution, histogram_distribution, interval_distribution
 from dldl.losses import OBJECTIVES, get_objective, pearson_loss
 from dldl.models.backbone_weights import backbone_weights_path, load_backbone_weights
 from dldl.models.registry import model_factory
@@ -67,6 +67,12 @@ on different ones; :func:`dldl.data.samples.rescaled`); ``label_range``: ``[low,
 truth lies inside, on the source's own scale, in every split (a range drawn more often: list the set again with it;
 :func:`dldl.data.samples.within`)."""
 """The keys of one entry of ``TrainConfig.sources``; all but dataset and root default to its registry entry."""
+
+TEACHER_TARGET = "teachers"
+"""The target kind of a source labelled by the run's ``teachers`` alone (knowledge distillation on faces without
+labels of the task, e.g. FairFace's photos for a beauty model): its own labels are ignored, each face's target is
+the teachers' mean predicted distribution on its crop, and its expectation stands for the label. Such a source has
+no validation or test split; model selection uses the sources with labels."""
 
 
 @dataclass
@@ -90,7 +96,7 @@ class TrainConfig:
     task: str = "age"
     labels: str = "0:100:1"  # label set start:stop:step
     sigma: float = 2.0  # Gaussian target std when the dataset gives none
-    target: str = "gaussian"  # gaussian (per-face sigma where given) | gaussian_fixed (sigma for all) | histogram | interval (dldl.data.datasets.TARGETS); interval samples always get interval targets
+    target: str = "gaussian"  # gaussian (per-face sigma where given) | gaussian_fixed (sigma for all) | histogram | interval (dldl.data.datasets.TARGETS); interval samples always get interval targets; a source of `sources` may also take "teachers" (TEACHER_TARGET)
     template: str = "utkface"  # alignment template the model's crops follow; photo datasets are aligned to it
     sources: list[dict[str, Any]] = field(default_factory=list)  # mixed training: [{dataset, root, train_split, val_split, test_split, weight, target, limit}]
     epoch_size: int | None = None  # mixed training: samples drawn per epoch (default: all training samples)
@@ -242,7 +248,15 @@ def _check_config(cfg: TrainConfig) -> None:
     need(cfg.sigma >= 0 and math.isfinite(cfg.sigma), "sigma", "a number >= 0")
     need(0.0 <= cfg.distill <= 1.0, "distill", "in [0, 1]")
     need(cfg.distill == 0 or bool(cfg.teachers), "distill", "0 when no teachers are given")
-    need(cfg.distill > 0 or not cfg.teachers, "teachers", "empty when distill is 0")
+    taught = [k for k, src in enumerate(cfg.sources) if isinstance(src, dict) and src.get("target") == TEACHER_TARGET]
+    need(cfg.distill > 0 or not cfg.teachers or bool(taught), "teachers",
+         f"empty when distill is 0 and no source takes target {TEACHER_TARGET!r}")
+    for k in taught:
+        if not cfg.teachers:
+            raise ConfigError(f"sources[{k}].target", TEACHER_TARGET, "set only when teachers are given (they label that source)")
+    if taught and len(taught) == len(cfg.sources):
+        raise ConfigError("sources", f"{len(taught)} with target {TEACHER_TARGET!r}",
+                          "at least one source with labels of its own (a teacher-labelled source has no validation split)")
     need(cfg.input_size >= 32 and cfg.input_size % 32 == 0, "input_size", "a multiple of 32 (32, 64, 96, ...)")
     need(cfg.cache_size >= cfg.input_size, "cache_size", f"at least input_size ({cfg.input_size})")
     need(bool(DEVICE.fullmatch(cfg.device)), "device", "auto, cpu, mps, cuda or cuda:N")
@@ -275,8 +289,8 @@ def _check_config(cfg: TrainConfig) -> None:
             w = coerce(f"{where}.weight", float, src["weight"])
             if not w > 0:
                 raise ConfigError(f"{where}.weight", src["weight"], "a number > 0")
-        if src.get("target") is not None and src["target"] not in TARGETS:
-            raise ConfigError(f"{where}.target", src["target"], f"one of {', '.join(TARGETS)}")
+        if src.get("target") is not None and src["target"] not in (*TARGETS, TEACHER_TARGET):
+            raise ConfigError(f"{where}.target", src["target"], f"one of {', '.join((*TARGETS, TEACHER_TARGET))}")
         if "sigma" in src:
             sg = coerce(f"{where}.sigma", float, src["sigma"])
             if not (sg >= 0 and math.isfinite(sg)):
@@ -346,6 +360,10 @@ class Source:
     target: str
     sigma: float | None = None  # this source's fixed Gaussian std; None: the run's sigma
 
+    @property
+    def taught(self) -> bool:
+        """Whether the run's teachers label this source (target ``TEACHER_TARGET``; no validation or test split)."""
+        return self.target == TEACHER_TARGET
 
 
 def load_sources(cfg: TrainConfig) -> list[Source]:
@@ -361,6 +379,12 @@ def load_sources(cfg: TrainConfig) -> list[Source]:
         train_set = load_dataset(info.name, e["root"], e["train_split"])
         if e.get("limit"):
             train_set = dataclasses.replace(train_set, samples=train_set.samples[: int(e["limit"])])
+        if e.get("target") == TEACHER_TARGET:
+            if e.get("label_range"):
+                train_set = within(train_set, *map(float, e["label_range"]))
+            out.append(Source(info.name, train_set, dataclasses.replace(train_set, samples=[]), None,
+                              float(e.get("weight", 1.0)), TEACHER_TARGET))
+            continue
         if e.get("val_split"):
             val_set = load_dataset(info.name, e["root"], e["val_split"])
         else:
@@ -422,7 +446,7 @@ def _check_resumable(ck: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
 
 def model_spec(cfg: TrainConfig, sources: list[Source]) -> ModelSpec:
     """The :class:`ModelSpec` of the model a run trains (stored with every checkpoint)."""
-    labels = [b for src in sources for s in src.train.samples for b in s.bounds]
+    labels = [b for src in sources if not src.taught for s in src.train.samples for b in s.bounds]
     return ModelSpec(cfg.model, LabelSet.parse(cfg.labels), cfg.loss, cfg.input_size, cfg.task, cfg.template, cfg.model_kwargs,
                      cfg.cache_size, label_range=(min(labels), max(labels)) if labels else None)
 
@@ -477,7 +501,7 @@ class TrainingData:
     target: torch.Tensor
     low: torch.Tensor
     high: torch.Tensor
-    val_images: list[np.ndarray]
+    val_images: list[np.ndarray | None]  # None for a taught source (no validation split)
 
     def epoch_order(self, cfg: TrainConfig, epoch: int) -> torch.Tensor:
         """The sample order of ``epoch`` (a plain permutation for one source, weighted draws for several)."""
@@ -490,25 +514,32 @@ class TrainingData:
 def load_training_data(cfg: TrainConfig, sources: list[Source], labels: LabelSet, load: Any, master: bool) -> TrainingData:
     """Check every split's labels against the label set, decode (or read from the cache) every
     split, the test splits too (so a bad test image stops the run before training), and build the
-    targets of each source with its own target kind."""
+    targets of each source with its own target kind (a taught source's from the teachers alone)."""
     for src in sources:
         for split in (src.train, src.val, src.test):
-            if split is not None:
+            if split is not None and not src.taught:
                 check_labels_in(split, labels)
-    images = np.concatenate([load(src.train) for src in sources]) if len(sources) > 1 else load(sources[0].train)
-    val_images = [load(src.val) for src in sources]
+    parts = [load(src.train) for src in sources]
+    images = np.concatenate(parts) if len(sources) > 1 else parts[0]
+    val_images = [None if src.taught else load(src.val) for src in sources]
     if master:
         for src in sources:
             if src.test is not None:
                 load(src.test)
-    parts = [_targets(src.train, src.target, cfg.sigma if src.sigma is None else src.sigma, labels) for src in sources]
-    target = torch.cat([t for _, t in parts])
-    if cfg.distill > 0:
-        theirs = teacher_distribution(cfg.teachers, images, labels, cfg.template)
-        target = (1.0 - cfg.distill) * target + cfg.distill * theirs.to(target.dtype)
-    bounds = [_bounds(src.train) for src in sources]
-    return TrainingData(sources, images, torch.cat([y for y, _ in parts]), target,
-                        torch.cat([b[0] for b in bounds]), torch.cat([b[1] for b in bounds]), val_images)
+    ys, targets, lows, highs = [], [], [], []
+    for src, crops in zip(sources, parts):
+        if src.taught:
+            target = teacher_distribution(cfg.teachers, crops, labels, cfg.template)
+            y = expectation(target, labels).float()
+            low, high = y, y
+        else:
+            y, target = _targets(src.train, src.target, cfg.sigma if src.sigma is None else src.sigma, labels)
+            if cfg.distill > 0:
+                theirs = teacher_distribution(cfg.teachers, crops, labels, cfg.template)
+                target = (1.0 - cfg.distill) * target + cfg.distill * theirs.to(target.dtype)
+            low, high = _bounds(src.train)
+        ys.append(y), targets.append(target), lows.append(low), highs.append(high)
+    return TrainingData(sources, images, torch.cat(ys), torch.cat(targets), torch.cat(lows), torch.cat(highs), val_images)
 
 
 def teacher_distribution(teachers: list[str], images: np.ndarray, labels: LabelSet, template: str) -> torch.Tensor:
@@ -755,7 +786,7 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
         train_time = time.time() - t0
         if master:
             vals = {src.name: prediction_report(estimator.predict_arrays(images, cfg.tta_flip), src.val, cfg.task)
-                    for src, images in zip(sources, data.val_images)}
+                    for src, images in zip(sources, data.val_images) if images is not None}
             val = vals[sources[0].name] if len(sources) == 1 else _mean_report(vals)
             row = {"epoch": epoch + 1, "train_loss": state.loss_sum / max(state.seen, 1), "val_mae": val["mae"], "val_cs5": val["cs5"],
                    **({f"val_mae/{k}": v["mae"] for k, v in vals.items()} if len(sources) > 1 else {}), "lr": lr,
