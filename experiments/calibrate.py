@@ -7,6 +7,8 @@ once, exact labels only when there are any). The coverage of every source is pri
 The temperature goes into the copy's ``ModelSpec`` (``temperature``), so every later use of the
 model (``dldl predict``, exports, the server) applies it. ``--one-view`` also sets the spec's
 ``tta_flip`` to false (the model then runs without the mirror-image average) and fits on that one view.
+``--temperature T`` writes the copy with T instead of a fitted one and reads no data (``1``: the network's
+own distribution, as a distillation teacher gives it); the model may then be a shipped name.
 
     python experiments/calibrate.py runs/age_wild/best.pt runs/age_wild/calibrated.pt
 """
@@ -25,6 +27,7 @@ from dldl.data.cache import load_cached
 from dldl.data.samples import SampleList
 from dldl.evaluate import fit_temperature, prediction_report, temperature_fit_rows
 from dldl.inference import Estimator, Prediction
+from dldl.pretrained import resolve_weights
 from dldl.train import TrainConfig, load_sources
 from dldl.errors import run_script
 
@@ -40,14 +43,23 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--level", type=float, default=0.9)
     ap.add_argument("--one-view", action="store_true", help="the copy runs without flip TTA; fit the temperature on that view")
+    ap.add_argument("--temperature", type=float, help="set this temperature instead of fitting one; no data is read")
     args = ap.parse_args()
     if args.out.resolve() == args.checkpoint.resolve() or args.out.exists():
         raise SystemExit(f"{args.out}: exists or is the input; give a new file name")
-    ck = load_checkpoint(args.checkpoint)
-    cfg = TrainConfig.from_checkpoint(ck)
-    est = Estimator.from_checkpoint(args.checkpoint)
+    if args.temperature is not None and not args.temperature > 0:
+        raise SystemExit(f"--temperature {args.temperature}: must be a number > 0")
+    path = resolve_weights(args.checkpoint)
+    ck = load_checkpoint(path)
+    est = Estimator.from_checkpoint(path)
     if args.one_view:
         est = Estimator(est.model, dataclasses.replace(est.spec, tta_flip=False))
+    if args.temperature is not None:
+        spec = dataclasses.replace(est.spec, temperature=args.temperature)
+        save_checkpoint(args.out, {**ck, "spec": spec.to_dict()})
+        print(json.dumps({"temperature": spec.temperature, "fitted": False, "tta_flip": spec.tta_flip, "out": str(args.out)}, indent=1))
+        return
+    cfg = TrainConfig.from_checkpoint(ck)
     per_source = [(src.name, src.val) for src in load_sources(cfg) if not src.taught]
     samples = [s for _, v in per_source for s in v.samples]
     images = np.concatenate([load_cached(v, est.cache_size, cfg.cache_dir, cfg.workers, template=est.template) for _, v in per_source])

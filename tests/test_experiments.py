@@ -1,0 +1,38 @@
+"""The research scripts of experiments/ on a tiny trained run: what they write, and what they refuse."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "experiments" / name), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_calibrate_with_a_given_temperature_copies_the_weights_and_sets_the_spec(tiny_run, tmp_path):
+    from dldl.checkpoint import load_checkpoint
+    from dldl.inference import Estimator
+
+    run = tiny_run / "run" / "best.pt"
+    out = tmp_path / "teacher.pt"
+    r = _script("calibrate.py", str(run), str(out), "--temperature", "1.5", "--one-view")
+    assert r.returncode == 0, r.stderr
+    before, after = load_checkpoint(run), load_checkpoint(out)
+    assert after["spec"]["temperature"] == 1.5 and after["spec"]["tta_flip"] is False
+    assert before["spec"]["temperature"] != 1.5
+    assert all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in before["state_dict"])
+    est = Estimator.from_checkpoint(out)
+    assert est.spec.temperature == 1.5 and est.spec.tta_flip is False
+
+    again = _script("calibrate.py", str(run), str(out), "--temperature", "2")
+    assert again.returncode != 0 and "exists" in again.stderr
+    assert load_checkpoint(out)["spec"]["temperature"] == 1.5  # never written over
+    bad = _script("calibrate.py", str(run), str(tmp_path / "other.pt"), "--temperature", "0")
+    assert bad.returncode != 0 and "--temperature 0.0: must be a number > 0" in bad.stderr
+    assert not (tmp_path / "other.pt").exists()
