@@ -526,17 +526,24 @@ def load_training_data(cfg: TrainConfig, sources: list[Source], labels: LabelSet
         for src in sources:
             if src.test is not None:
                 load(src.test)
+    # the teachers run once (each loaded once) over the crops of every source that needs them
+    wanted = [k for k, src in enumerate(sources) if src.taught or cfg.distill > 0]
+    theirs: dict[int, torch.Tensor] = {}
+    if wanted:
+        crops = (images if len(wanted) == len(sources) else parts[wanted[0]] if len(wanted) == 1
+                 else np.concatenate([parts[k] for k in wanted]))  # no copy of the crops where one will do
+        dists = teacher_distribution(cfg.teachers, crops, labels, cfg.template)
+        theirs = dict(zip(wanted, torch.split(dists, [len(parts[k]) for k in wanted])))
     ys, targets, lows, highs = [], [], [], []
-    for src, crops in zip(sources, parts):
+    for k, src in enumerate(sources):
         if src.taught:
-            target = teacher_distribution(cfg.teachers, crops, labels, cfg.template)
+            target = theirs[k]
             y = expectation(target, labels).float()
             low, high = y, y
         else:
             y, target = _targets(src.train, src.target, cfg.sigma if src.sigma is None else src.sigma, labels)
             if cfg.distill > 0:
-                theirs = teacher_distribution(cfg.teachers, crops, labels, cfg.template)
-                target = (1.0 - cfg.distill) * target + cfg.distill * theirs.to(target.dtype)
+                target = (1.0 - cfg.distill) * target + cfg.distill * theirs[k].to(target.dtype)
             low, high = _bounds(src.train)
         ys.append(y), targets.append(target), lows.append(low), highs.append(high)
     return TrainingData(sources, images, torch.cat(ys), torch.cat(targets), torch.cat(lows), torch.cat(highs), val_images)
