@@ -36,3 +36,23 @@ def test_calibrate_with_a_given_temperature_copies_the_weights_and_sets_the_spec
     bad = _script("calibrate.py", str(run), str(tmp_path / "other.pt"), "--temperature", "0")
     assert bad.returncode != 0 and "--temperature 0.0: must be a number > 0" in bad.stderr
     assert not (tmp_path / "other.pt").exists()
+
+
+def test_ensemble_subsets_score_the_mean_of_each_smaller_group():
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("ensemble_script", REPO / "experiments" / "ensemble.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    truth = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    est = {"good": truth + np.array([0.5, -0.5, 0.5, -0.5, 0.0]), "bad": truth[::-1].copy(), "other": truth - np.array([0.5, -0.5, 0.5, -0.5, 0.0])}
+    out = mod.subset_pearsons(est, truth)
+    assert set(out) == {"good + bad", "good + other", "bad + other"}  # groups of two; the whole set is reported apart
+    assert out["good + other"] == 1.0  # their errors cancel in the mean
+    assert out["good + bad"] < 0.5
+    import pytest
+
+    with pytest.raises(ValueError, match=r"estimates of bad have shape \(4,\), truth has shape \(5,\)"):
+        mod.subset_pearsons({"good": truth, "bad": truth[:4]}, truth)
