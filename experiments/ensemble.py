@@ -26,20 +26,12 @@ from dldl.data.datasets import load_dataset
 from dldl.checkpoint import save_checkpoint
 from dldl.errors import DldlError, run_script
 from dldl.inference import Estimator
+from dldl.metrics import pearson
 from dldl.models.ensemble import combine
 from dldl.pretrained import resolve_weights
 
 SETS = [("mebeauty", "../shared/data/mebeauty", "val"), ("mebeauty", "../shared/data/mebeauty", "test"),
         ("scut-fbp5500", "data_external/scut5500", "test")]
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two ``(N,)`` arrays.
-
-    >>> round(pearson(np.array([1., 2., 3.]), np.array([2., 4., 7.])), 4)
-    0.9934
-    """
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def subset_pearsons(estimates: dict[str, np.ndarray], truth: np.ndarray, smallest: int = 2) -> dict[str, float]:

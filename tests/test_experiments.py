@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,5 @@ def test_ensemble_subsets_score_the_mean_of_each_smaller_group():
     assert set(out) == {"good + bad", "good + other", "bad + other"}  # groups of two; the whole set is reported apart
     assert out["good + other"] == 1.0  # their errors cancel in the mean
     assert out["good + bad"] < 0.5
-    import pytest
-
     with pytest.raises(ValueError, match=r"estimates of bad have shape \(4,\), truth has shape \(5,\)"):
         mod.subset_pearsons({"good": truth, "bad": truth[:4]}, truth)
