@@ -26,7 +26,7 @@ from dldl.data.samples import Sample
 from dldl.data.datasets import load_dataset
 from dldl.faces import get_detector
 from dldl.metrics import mae, pearson, rmse
-from dldl.inference import Predictor
+from dldl.predictor import Predictor
 
 
 def _face_key(path) -> str:  # noqa: ANN001

@@ -21,7 +21,7 @@ import benchlib
 import numpy as np
 
 from dldl.errors import run_script
-from dldl.pretrained import load
+from dldl.hub import load
 
 
 def per_face_ms(est: Any, crop: np.ndarray, tta: bool, calls: int) -> float:

@@ -41,12 +41,13 @@ from dldl.data.cache import load_cached
 from dldl.data.images import load_face
 from dldl.data.datasets import load_dataset
 from dldl.data.preprocess import eval_transform
-from dldl.export import OnnxNetwork, export, load_exported
+from dldl.runtime import OnnxNetwork, load_exported
+from dldl.export import export
 from dldl.labels import LabelSet
 from dldl.metrics import mae
 from dldl.models.vgg import AgeNet
 from dldl.models.spec import ModelSpec
-from dldl.inference import Estimator
+from dldl.runtime import Estimator
 
 MODELS = ("thin_age_net", "tiny_age_net", "vgg16_bn")
 BACKENDS = ("eager", "channels_last", "compile", "onnxruntime", "int8-torch", "int8-onnxruntime")

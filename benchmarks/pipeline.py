@@ -25,9 +25,10 @@ import torch
 
 import dldl
 from dldl.data.images import IMAGE_SUFFIXES, read_image
-from dldl.export import export, load_exported
+from dldl.export import export
+from dldl.runtime import load_exported
 from dldl.faces import get_detector
-from dldl.inference import Predictor
+from dldl.predictor import Predictor
 
 STAGES = ("decode", "detect", "align", "predict")
 PHOTOS = benchlib.SHARED_DATA / "mebeauty" / "original_images"

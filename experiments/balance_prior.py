@@ -35,8 +35,8 @@ from dldl.checkpoint import load_checkpoint, model_weights, save_checkpoint
 from dldl.data.cache import load_cached
 from dldl.data.samples import SampleList
 from dldl.evaluate import prediction_report, temper
-from dldl.inference import Prediction
-from dldl.pretrained import list_pretrained
+from dldl.runtime import Prediction
+from dldl.hub import list_pretrained
 from dldl.train import TrainConfig, _targets, load_sources
 from dldl.errors import run_script
 

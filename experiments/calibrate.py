@@ -26,8 +26,8 @@ from dldl.checkpoint import load_checkpoint, save_checkpoint
 from dldl.data.cache import load_cached
 from dldl.data.samples import SampleList
 from dldl.evaluate import fit_temperature, prediction_report, temperature_fit_rows
-from dldl.inference import Estimator, Prediction
-from dldl.pretrained import resolve_weights
+from dldl.runtime import Estimator, Prediction
+from dldl.hub import resolve
 from dldl.train import TrainConfig, load_sources
 from dldl.errors import run_script
 
@@ -49,7 +49,7 @@ def main() -> None:
         raise SystemExit(f"{args.out}: exists or is the input; give a new file name")
     if args.temperature is not None and not args.temperature > 0:
         raise SystemExit(f"--temperature {args.temperature}: must be a number > 0")
-    path = resolve_weights(args.checkpoint)
+    path = resolve(args.checkpoint).path
     ck = load_checkpoint(path)
     est = Estimator.from_checkpoint(path)
     if args.one_view:

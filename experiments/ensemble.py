@@ -25,10 +25,10 @@ from dldl.data.cache import load_cached
 from dldl.data.datasets import load_dataset
 from dldl.checkpoint import save_checkpoint
 from dldl.errors import DldlError, run_script
-from dldl.inference import Estimator
+from dldl.runtime import Estimator
 from dldl.metrics import pearson
-from dldl.models.ensemble import combine
-from dldl.pretrained import resolve_weights
+from dldl.hub import combine
+from dldl.hub import resolve
 
 SETS = [("mebeauty", "../shared/data/mebeauty", "val"), ("mebeauty", "../shared/data/mebeauty", "test"),
         ("scut-fbp5500", "data_external/scut5500", "test")]
@@ -67,7 +67,7 @@ def main() -> None:
         if a.out.exists():
             raise DldlError(f"{a.out}: exists already; give another --out or move it away")
         print(f"wrote {save_checkpoint(a.out, combine(a.models))}")
-    estimators = {m: Estimator.from_checkpoint(resolve_weights(m)) for m in a.models}
+    estimators = {m: Estimator.from_checkpoint(resolve(m).path) for m in a.models}
     out: dict[str, dict[str, float]] = {}
     for name, root, split in SETS:
         samples = load_dataset(name, root, split)

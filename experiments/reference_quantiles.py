@@ -19,7 +19,7 @@ import numpy as np
 
 import dldl
 from dldl.assets import MODELS_DIR
-from dldl.checkpoint import atomic_path
+from dldl.files import atomic_path
 from dldl.data.cache import load_cached
 from dldl.data.datasets import load_dataset
 from dldl.errors import run_script

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from dldl.assets import MODELS_DIR
-from dldl.pretrained import export_shipped
+from dldl.hub import install
 from dldl.errors import run_script
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     args = ap.parse_args()
     if (MODELS_DIR / f"{args.name}.pt").exists():
         raise SystemExit(f"{MODELS_DIR / args.name}.pt exists; remove it first to replace it")
-    path = export_shipped(args.checkpoint, args.name, json.loads(args.card.read_text()))
+    path = install(args.checkpoint, args.name, json.loads(args.card.read_text()))
     print(f"wrote {path} and {path.with_suffix('.json')}")
 
 

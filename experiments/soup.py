@@ -23,7 +23,7 @@ import torch
 
 from dldl.checkpoint import load_checkpoint, model_weights, save_checkpoint
 from dldl.data.cache import load_cached
-from dldl.inference import Estimator
+from dldl.runtime import Estimator
 from dldl.metrics import mae, pearson
 from dldl.models.spec import ModelSpec
 from dldl.train import TrainConfig, load_sources

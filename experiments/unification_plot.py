@@ -14,7 +14,7 @@ import numpy as np
 from dldl.data.images import load_face
 from dldl.data.datasets import load_dataset
 from dldl.plots import plot_distributions
-from dldl.inference import Estimator
+from dldl.runtime import Estimator
 from dldl.errors import run_script
 
 

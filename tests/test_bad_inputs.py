@@ -307,7 +307,7 @@ def test_unusual_images_read_as_rgb(name, inputs):
 def test_estimator_and_predictor(inputs):
     if "tiny_age_net-utkface" not in dldl.list_pretrained():
         pytest.skip("no shipped model in this checkout")
-    from dldl.inference import Predictor
+    from dldl.predictor import Predictor
 
     est = dldl.load("tiny_age_net-utkface")
     with pytest.raises(DataError, match="truncated.jpg: cannot decode image"):

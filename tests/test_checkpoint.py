@@ -32,7 +32,7 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
 
 
 def test_stale_temporary_files_are_removed(tmp_path):
-    from dldl.checkpoint import remove_stale_temps
+    from dldl.files import remove_stale_temps
 
     dead, live = tmp_path / ".last.pt.999999999.tmp", tmp_path / f".last.pt.{os.getpid()}.tmp"
     for p in (dead, live, tmp_path / "keep.tmp"):

@@ -89,7 +89,7 @@ def test_debug_shows_traceback(tmp_path):
 
 
 def test_main_job_runs_on_bundled_samples_with_shipped_model():
-    from dldl.pretrained import list_pretrained
+    from dldl.hub import list_pretrained
 
     if "tiny_age_net-utkface" not in list_pretrained():
         pytest.skip("no shipped model in this checkout")
@@ -111,7 +111,7 @@ def test_set_values_keep_text_fields_as_text():
 
 
 def test_save_dir_writes_annotated_photos_and_distribution_plots(tmp_path):
-    from dldl.pretrained import list_pretrained
+    from dldl.hub import list_pretrained
 
     if "tiny_age_net-utkface" not in list_pretrained():
         pytest.skip("no shipped model in this checkout")
@@ -294,4 +294,4 @@ def test_json_names_the_model_and_gives_distributions_on_request(tiny_run, tmp_p
     assert len(face["distribution"]["probs"]) == len(face["distribution"]["labels"]) == 101 and "flags" in face
     with open(out, newline="") as f:
         table = list(csv.DictReader(f))
-    assert [r["face"] for r in table] == ["1", "1"] and "note" in table[0]  # faces numbered from 1, as in the table
+    assert [r["face"] for r in table] == ["1", "1"] and "flags" in table[0]  # faces numbered from 1, as in the table

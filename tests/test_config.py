@@ -83,7 +83,7 @@ def test_user_errors_are_config_errors_but_a_bug_is_not_hidden(tmp_path, monkeyp
     def boom(*a, **k):
         raise ValueError("an internal shape mismatch")
 
-    monkeypatch.setattr(cli, "_expand", boom)
+    monkeypatch.setattr("dldl.predictor.expand_paths", boom)
     monkeypatch.setattr(sys, "argv", ["dldl", "predict", str(tmp_path)])
     with pytest.raises(SystemExit) as e:
         run()
@@ -97,9 +97,10 @@ def test_user_errors_are_config_errors_but_a_bug_is_not_hidden(tmp_path, monkeyp
 def test_spec_round_trips_through_pt_onnx_and_card(tmp_path):
     pytest.importorskip("onnxruntime")
     from dldl.checkpoint import save_checkpoint
-    from dldl.export import export, load_exported
-    from dldl.inference import Estimator
-    from dldl.pretrained import export_shipped, load
+    from dldl.export import export
+    from dldl.runtime import load_exported
+    from dldl.runtime import Estimator
+    from dldl.hub import install, load
 
     spec = ModelSpec("tiny_age_net", LabelSet(0, 80, 1), "dldl_v2", 64, "age", "utkface", {"hybrid_pool": False},
                      label_range=(2.0, 80.0))
@@ -110,7 +111,7 @@ def test_spec_round_trips_through_pt_onnx_and_card(tmp_path):
     assert est.spec == spec and est.template == "utkface" and est.cache_size == 72
     onnx = export(est, tmp_path / "m.onnx")
     assert load_exported(onnx).spec == spec
-    shipped = export_shipped(pt, "toy", {"summary": "toy"}, tmp_path)
+    shipped = install(pt, "toy", {"summary": "toy"}, tmp_path)
     card = json.loads(shipped.with_suffix(".json").read_text())
     assert ModelSpec.from_dict(card["spec"]) == spec == ModelSpec.from_payload(load_checkpoint(shipped))
     assert load(shipped).spec == spec
@@ -128,7 +129,7 @@ def test_spec_refuses_a_wrong_width_and_old_files_still_load(tmp_path):
 
 def test_shipped_cards_carry_the_spec_of_their_file():
     from dldl.assets import MODELS_DIR
-    from dldl.pretrained import list_pretrained, model_card
+    from dldl.hub import list_pretrained, model_card
 
     if not list_pretrained():
         pytest.skip("no shipped model in this checkout")

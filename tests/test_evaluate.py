@@ -9,7 +9,7 @@ from PIL import Image
 from dldl.data.samples import Sample
 from dldl.data.sources import read_manifest_csv
 from dldl.evaluate import evaluate, temperature_fit_rows
-from dldl.inference import Estimator
+from dldl.runtime import Estimator
 
 
 def test_report_and_plots(tiny_run, tmp_path):
@@ -32,7 +32,7 @@ def test_coverage_counts_within_half_a_label_step():
     for ages, 0.025 point on a 0.05-step beauty scale (it was 0.5 for every scale)."""
     from dldl.data.samples import SampleList
     from dldl.evaluate import prediction_report
-    from dldl.inference import Prediction
+    from dldl.runtime import Prediction
     from dldl.labels import LabelSet
 
     labels = LabelSet(1.0, 5.0, 0.05)

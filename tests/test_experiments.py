@@ -18,7 +18,7 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_calibrate_with_a_given_temperature_copies_the_weights_and_sets_the_spec(tiny_run, tmp_path):
     from dldl.checkpoint import load_checkpoint
-    from dldl.inference import Estimator
+    from dldl.runtime import Estimator
 
     run = tiny_run / "run" / "best.pt"
     out = tmp_path / "teacher.pt"

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from dldl.errors import CheckpointError
-from dldl.export import export, load_exported
-from dldl.inference import Estimator
-from dldl.pretrained import load
+from dldl.export import export
+from dldl.runtime import load_exported
+from dldl.runtime import Estimator
+from dldl.hub import load
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -105,7 +106,7 @@ def test_export_to_a_folder_or_under_a_file_is_one_line(tmp_path):
 
 
 def test_runtime_auto_reuses_the_cached_copy_without_building_the_torch_network(tmp_path, monkeypatch):
-    from dldl.inference import Estimator as Est
+    from dldl.runtime import Estimator as Est
 
     monkeypatch.setenv("DLDL_CACHE", str(tmp_path / "cache"))
     first = load("tiny_age_net-utkface", runtime="auto")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dldl.errors import CheckpointError, DataError
-from dldl.inference import Estimator
+from dldl.runtime import Estimator
 
 
 def test_predict_arrays_shapes_and_tta(tiny_run):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from dldl.faces import Face
-from dldl.inference import Estimator, Predictor
+from dldl.runtime import Estimator
+from dldl.predictor import Predictor
 
 
 class FixedDetector:
@@ -75,7 +76,7 @@ def test_real_photo_has_faces():
 # ----------------------------------------------------------------- flags: when not to trust an estimate
 
 def _face(**kw):
-    from dldl.inference import FacePrediction
+    from dldl.results import FacePrediction
 
     base = dict(box=(0.0, 0.0, 120.0, 140.0), landmarks=np.zeros((5, 2)), score=0.95, value=30.0, interval=(24.0, 37.0),
                 distribution=None, crop=np.zeros((8, 8, 3), np.uint8))
@@ -92,7 +93,7 @@ def _face(**kw):
      "two_peaks"),
 ])
 def test_face_flags(change, flag):
-    from dldl.inference import face_flags
+    from dldl.results import face_flags
     from dldl.labels import LabelSet
     from dldl.models.spec import ModelSpec
 
@@ -101,7 +102,7 @@ def test_face_flags(change, flag):
 
 
 def test_given_crops_are_never_flagged_small():
-    from dldl.inference import face_flags
+    from dldl.results import face_flags
     from dldl.labels import LabelSet
     from dldl.models.spec import ModelSpec
 
@@ -143,10 +144,11 @@ def test_beauty_faces_get_a_percentile_among_the_training_faces():
     pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     import dldl
     from dldl.assets import PHOTOS_DIR
-    from dldl.inference import percentile_of
-    from dldl.pretrained import DEFAULT_MODELS, model_card
+    from dldl.results import percentile_of
+    from dldl.predictor import TASKS
+    from dldl.hub import model_card
 
-    quantiles = model_card(DEFAULT_MODELS["beauty"])["reference_estimates"]["quantiles"]
+    quantiles = model_card(TASKS["beauty"])["reference_estimates"]["quantiles"]
     result = dldl.predict(sorted(PHOTOS_DIR.glob("*.jpg"))[0], task="beauty")
     assert result["scale"] == [1.0, 10.0]
     for face in result["faces"]:

@@ -11,9 +11,9 @@ pytest.importorskip("httpx2", reason="starlette's TestClient needs httpx2 (the d
 
 import dldl  # noqa: E402
 from dldl.assets import PHOTOS_DIR  # noqa: E402
-from dldl.pretrained import DEFAULT_MODELS  # noqa: E402
+from dldl.predictor import TASKS  # noqa: E402
 
-if not set(DEFAULT_MODELS.values()) <= set(dldl.list_pretrained()):
+if not set(TASKS.values()) <= set(dldl.list_pretrained()):
     pytest.skip("the shipped models are not in this checkout", allow_module_level=True)
 
 server_load = load_benchmark("server_load")
@@ -34,7 +34,7 @@ def client(detector):
 
     from dldl.serve import create_app
 
-    return TestClient(create_app(dict(DEFAULT_MODELS), detector, max_upload_bytes=MAX_UPLOAD))
+    return TestClient(create_app(dict(TASKS), detector, max_upload_bytes=MAX_UPLOAD))
 
 
 def post(client, filename, data, **params):
@@ -44,15 +44,15 @@ def post(client, filename, data, **params):
 @pytest.mark.parametrize("task", ["age", "beauty"])
 def test_photo_matches_predictor(client, detector, task):
     from dldl.data.images import read_image
-    from dldl.inference import Predictor
+    from dldl.predictor import Predictor
 
     response = post(client, PHOTO.name, PHOTO.read_bytes(), task=task)
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["path"] == PHOTO.name and result["error"] is None and result["task"] == task
-    expected = Predictor(dldl.load(DEFAULT_MODELS[task]), detector).predict(np.asarray(read_image(PHOTO)))
+    expected = Predictor(dldl.load(TASKS[task]), detector).predict(np.asarray(read_image(PHOTO)))
     assert len(result["faces"]) == len(expected) == 2
-    labels = dldl.load(DEFAULT_MODELS[task]).labels
+    labels = dldl.load(TASKS[task]).labels
     for number, (face, want) in enumerate(zip(result["faces"], expected), 1):
         dist = face.pop("distribution")
         assert face == {"face": number, **want.to_dict(task)}  # the same serialisation as dldl predict --json
@@ -93,7 +93,7 @@ def test_request_errors(client, detector):
     from dldl.serve import create_app
 
     assert "Input should be 'age' or 'beauty'" in post(client, "a.jpg", b"x", task="nose").json()["error"]
-    age_only = TestClient(create_app({"age": DEFAULT_MODELS["age"]}, detector))
+    age_only = TestClient(create_app({"age": TASKS["age"]}, detector))
     response = post(age_only, PHOTO.name, PHOTO.read_bytes(), task="beauty")
     assert response.status_code == 422 and "not served here (serving: age)" in response.json()["error"]
     busy = TestClient(create_app(None, detector, max_pending=0))  # the queue is full: refuse at once
@@ -125,7 +125,7 @@ def test_page_health_models_docs(client):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(\s*["']?https?:""", page.text)
     assert client.get("/v1/health").json()["tasks"] == ["age", "beauty"]
     models = client.get("/v1/models").json()
-    labels = dldl.load(DEFAULT_MODELS["beauty"]).labels
+    labels = dldl.load(TASKS["beauty"]).labels
     assert models["beauty"]["labels"] == {"start": labels.start, "stop": labels.stop, "step": labels.step}
     docs = client.get("/docs")  # built here from the schema: nothing from a CDN, so it works offline
     assert docs.status_code == 200 and "POST /v1/predict" in docs.text

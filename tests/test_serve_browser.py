@@ -21,7 +21,7 @@ pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 
 
 import dldl  # noqa: E402
 from dldl.assets import PHOTOS_DIR  # noqa: E402
-from dldl.pretrained import DEFAULT_MODELS  # noqa: E402
+from dldl.predictor import TASKS  # noqa: E402
 
 if "tiny_age_net-utkface" not in dldl.list_pretrained():
     pytest.skip("no shipped model in this checkout", allow_module_level=True)
@@ -54,7 +54,7 @@ def _serve(models):
 @pytest.fixture(scope="module")
 def server():
     """``dldl serve --task both``: yields the port."""
-    port, uv, thread = _serve(dict(DEFAULT_MODELS))
+    port, uv, thread = _serve(dict(TASKS))
     yield port
     uv.should_exit = True
     thread.join(10)
@@ -63,7 +63,7 @@ def server():
 @pytest.fixture(scope="module")
 def age_server():
     """``dldl serve`` (the age model only): yields the port."""
-    port, uv, thread = _serve({"age": DEFAULT_MODELS["age"]})
+    port, uv, thread = _serve({"age": TASKS["age"]})
     yield port
     uv.should_exit = True
     thread.join(10)
@@ -134,7 +134,7 @@ def test_upload_photo_in_browser(server, browser, tmp_path):
     assert len(shown) == len(api["faces"]) == 2
     assert shown == pytest.approx([face["age"] for face in api["faces"]], abs=0.1)
     labels = len(api["faces"][0]["distribution"]["labels"])  # the served model's label set (117 ages for the default)
-    assert labels == dldl.load(DEFAULT_MODELS["age"]).labels.num_labels
+    assert labels == dldl.load(TASKS["age"]).labels.num_labels
     assert len(browser.find_elements(By.CSS_SELECTOR, ".face-dist rect")) == 2 * labels  # a bar per label, per face
     axis = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".face-dist text")]
     assert "age (bar height: probability)" in axis and "0" in axis  # a labelled x axis under each chart

@@ -19,7 +19,7 @@ from dldl.checkpoint import load_checkpoint
 from dldl.data.cache import load_cached
 from dldl.data.datasets import load_dataset
 from dldl.evaluate import prediction_report
-from dldl.inference import Estimator
+from dldl.runtime import Estimator
 from dldl.train import TrainConfig, train
 
 
@@ -169,7 +169,7 @@ def card_cache(tmp_path_factory):
 def test_shipped_model_reproduces_its_card(card_cache, name, dataset, folder, split, card_key):
     """Each shipped model's card states its test metrics; re-evaluating must agree within 0.05 MAE."""
     from dldl.evaluate import evaluate
-    from dldl.pretrained import list_pretrained, load, model_card
+    from dldl.hub import list_pretrained, load, model_card
 
     if name not in list_pretrained():
         pytest.skip(f"{name} is not shipped in this checkout")

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, safe (weights-only) reads, clear errors.
+"""Checkpoint files: atomic torch writes, safe (weights-only) reads, clear errors.
 
 A checkpoint is a plain dict of tensors and Python primitives saved with ``torch.save``; it is read
 back with ``torch.load(weights_only=True)``, which never unpickles code. Writes go to a temporary
@@ -8,91 +8,19 @@ mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import pickle
-import re
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dldl.errors import CheckpointError, first_line
+from dldl.files import atomic_path
 from dldl.lazy import lazy_import
 
-torch = lazy_import("torch")  # on first save/load: file_sha256 and atomic_path serve the photo pipeline too
+torch = lazy_import("torch")  # on first save/load
 
 FORMAT = "dldl"
 FORMAT_VERSION = 1
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")  # atomic_path's temporary names
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in blocks (weight files and caches can be large)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block ends without an error it is synced
-    and renamed onto ``path`` (so readers see the old file or the complete new one, never a part),
-    otherwise removed. The one way dldl writes files others may read.
-
-    >>> import tempfile; d = Path(tempfile.mkdtemp())
-    >>> with atomic_path(d / "a.txt") as tmp:
-    ...     _ = tmp.write_text("done")
-    >>> (d / "a.txt").read_text(), sorted(p.name for p in d.iterdir())
-    ('done', ['a.txt'])
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete the temporary files :func:`atomic_path` left in ``folder`` when a process was killed
-    mid-write (``.NAME.PID.tmp`` of a process that no longer runs); returns what was removed.
-
-    >>> import tempfile; d = Path(tempfile.mkdtemp())
-    >>> _ = (d / ".last.pt.999999999.tmp").write_bytes(b"partial")
-    >>> [p.name for p in remove_stale_temps(d)], list(d.iterdir())
-    (['.last.pt.999999999.tmp'], [])
-    """
-    removed = []
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return removed
-    for p in entries:
-        m = _TEMP.match(p.name)
-        if m and not process_alive(int(m["pid"])) and p.is_file():
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id runs (on this machine)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

@@ -7,7 +7,6 @@ problem, with exit status 2; ``--debug`` shows the full traceback instead.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import warnings
@@ -22,11 +21,12 @@ from rich.table import Table
 
 from dldl.assets import PHOTOS_DIR, SAMPLES_DIR
 from dldl.data.datasets import DATASETS
-from dldl.errors import DldlError, first_line
+from dldl.errors import DldlError, first_line, printable
+from dldl.files import write_atomic
 from dldl.losses import OBJECTIVES
-from dldl.pretrained import DEFAULT_MODELS
+from dldl.predictor import TASKS
 
-DEFAULT_MODEL = DEFAULT_MODELS["age"]
+DEFAULT_MODEL = TASKS["age"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Facial age and attractiveness estimation by deep label-distribution learning (DLDL-v2).")
@@ -59,7 +59,7 @@ def run() -> None:
     except OSError as e:  # a missing or unwritable path, a full disk: the file and the problem
         if e.filename is None:
             _fail(e.strerror or first_line(e))
-        _fail(f"{_printable(str(e.filename))}: {e.strerror or first_line(e)}")
+        _fail(f"{printable(str(e.filename))}: {e.strerror or first_line(e)}")
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
@@ -76,14 +76,14 @@ def run() -> None:
             raise
         # not an error a user can cause: a bug, shown as one line with a way to see more
         err.print(f"[bold red]internal error[/] (a bug in dldl, please report it): {type(e).__name__}: "
-                  f"{escape(_printable(first_line(e)))}; run again with 'dldl --debug ...' for the traceback", soft_wrap=True)
+                  f"{escape(printable(first_line(e)))}; run again with 'dldl --debug ...' for the traceback", soft_wrap=True)
         sys.exit(EXIT_CRASH)
 
 
 def _fail(message: str) -> None:
     if state["debug"]:
         raise
-    err.print(f"[bold red]error:[/] {escape(_printable(message))}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(printable(message))}", soft_wrap=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -153,8 +153,8 @@ def eval_(
     from dldl.data.datasets import get_dataset, load_dataset
     from dldl.data.sources import check_labels_in
     from dldl.evaluate import evaluate
+    from dldl.hub import load
     from dldl.outputs import check_output_dir, check_output_file
-    from dldl.pretrained import load
 
     if root is None:
         raise DldlError("no dataset: give --root DIR (or --root FILE.csv with --dataset csv)")
@@ -170,14 +170,14 @@ def eval_(
     report = {"model": str(model), "dataset": dataset, "split": split or "",
               **evaluate(estimator, samples, cache_dir, plots, progress=not as_json)}
     if out:
-        _save_atomic(out, Path.write_text, json.dumps(report, indent=1))
+        write_atomic(out, Path.write_text, json.dumps(report, indent=1))
         _report_written(out)
     if as_json:
         typer.echo(json.dumps(report))
         return
     from rich.text import Text
 
-    table = Table(title=Text(f"{_printable(str(model))} on {dataset}/{_printable(split or Path(root).name)} ({report['count']} images)"))
+    table = Table(title=Text(f"{printable(str(model))} on {dataset}/{printable(split or Path(root).name)} ({report['count']} images)"))
     table.add_column("metric")
     table.add_column("flip TTA", justify="right")
     table.add_column("no TTA", justify="right")
@@ -216,12 +216,10 @@ def predict(
     of frames (--frames) are sampled, faces are tracked across frames, and each track gets one
     estimate (one JSON line per track with --json; an annotated .mp4 with --save-dir).
     """
-    from dldl.annotate import annotate_photo
-    from dldl.data.images import IMAGE_SUFFIXES, read_image
-    from dldl.inference import PhotoResult, Predictor
+    from dldl import predictor as photo_pipeline
     from dldl.outputs import check_output_dir, check_output_file, output_names
-    from dldl.pretrained import load
     from dldl.progress import track
+    from dldl.results import summarize
     from dldl.video import VIDEO_SUFFIXES
 
     default_dir = SAMPLES_DIR if crops else PHOTOS_DIR
@@ -237,13 +235,10 @@ def predict(
             raise DldlError(f"--crops, --csv and --plot-distributions are for photos, not {kind}")
     elif every is not None or fps is not None:
         raise DldlError("--every and --fps are for videos (.mp4, .mov, ...) or --frames folders")
-    files = files if videos else _expand(paths or [str(default_dir)], IMAGE_SUFFIXES)
+    files = files if videos else photo_pipeline.expand_paths(paths or [str(default_dir)])
     if not files:
         raise DldlError(f"no image files found in {', '.join(paths or [str(default_dir)])}")
-    if model is None:
-        model = DEFAULT_MODELS.get(task)
-        if model is None:
-            raise DldlError(f"unknown task {task!r}; use one of {', '.join(DEFAULT_MODELS)}")
+    model = model or photo_pipeline.default_model(task)
     if plot_distributions and save_dir is None:
         raise DldlError("--plot-distributions writes one plot per photo into --save-dir: give --save-dir DIR")
     # every output path is checked before any inference, so a bad one costs nothing
@@ -255,233 +250,137 @@ def predict(
         raise DldlError(f"--min-score {min_score}: must be in [0, 1]")
     if not 0 <= min_face_size < 100_000:
         raise DldlError(f"--min-face-size {min_face_size}: must be >= 0 (pixels)")
-    detector = None
-    if not crops:
-        from dldl.faces import get_detector
-
-        detector = get_detector(min_score=min_score, min_size=min_face_size)
-    predictor = Predictor(load(model, device, runtime), detector, tta_flip=tta)
-    name = predictor.estimator.task
+    predictor = photo_pipeline.pipeline(task, model, device, runtime, crops, min_score, min_face_size, tta, cache=False)
     if videos:
-        code = _predict_videos(files, predictor, str(model), as_json, save_dir, every, fps, frames, strict)
+        code = _predict_videos(files, predictor, as_json, save_dir, every, fps, frames, strict)
         if code:
             raise typer.Exit(code)
         return
+    name = predictor.estimator.task
     pictures = output_names(files, save_dir, name) if save_dir is not None else []
     plots = output_names(files, save_dir, f"{name}_distributions", ".png") if plot_distributions and save_dir else []
-    results: list[dict[str, Any]] = []
+    results = []
     written: list[Path] = []
     failed: list[str] = []
-    for i, f in enumerate(track(files, len(files), "predicting", enabled=len(files) > 3)):  # stderr, terminals only
-        try:
-            image = read_image(f)
-            result = predictor.result(np.asarray(image), str(f), str(model))
-        except DldlError as e:  # one line naming the file; the other files continue
-            results.append(PhotoResult(str(f), [], name, str(model), error=f"{f}: {getattr(e, 'problem', e)}",
-                                       model_version=predictor.estimator.version).to_dict())
-            continue
-        faces = result.faces
-        results.append(result.to_dict(distribution))
-        if save_dir is not None and not failed:
+    stream = predictor.stream(files)
+    for i, result in enumerate(track(stream, len(files), "predicting", enabled=len(files) > 3)):  # stderr, terminals only
+        results.append(result)
+        if save_dir is not None and not failed and result.error is None:
             try:
-                _save_atomic(pictures[i], annotate_photo(image, faces, name).save, "JPEG", quality=90)
-                written.append(pictures[i])
-                if plots and faces and faces[0].distribution is not None:
-                    from dldl.plots import plot_face_distributions
-
-                    plot_face_distributions(np.stack([face.crop for face in faces]), np.stack([face.distribution for face in faces]),
-                                            predictor.estimator.labels.values(), plots[i],
-                                            pred=np.array([face.value for face in faces]), label_name=name)
+                written.append(result.save(pictures[i]))
+                if plots and result.faces and result.faces[0].distribution is not None:
+                    _plot_distributions(result, plots[i])
                     written.append(plots[i])
             except OSError as e:  # e.g. the disk filled: no more pictures, the estimates go on
-                failed.append(f"{_printable(str(pictures[i].parent))}: {e.strerror or first_line(e)}")
+                failed.append(f"{printable(str(pictures[i].parent))}: {e.strerror or first_line(e)}")
+        result.image = None  # the pixels are not kept past their picture
     if csv_path is not None:
         try:
-            _save_atomic(csv_path, _write_csv, results, name)
+            write_atomic(csv_path, _write_csv, results, distribution)
             written.append(csv_path)
         except OSError as e:
-            failed.append(f"{_printable(str(csv_path))}: {e.strerror or first_line(e)}")
+            failed.append(f"{printable(str(csv_path))}: {e.strerror or first_line(e)}")
     if as_json:
-        typer.echo(json.dumps(results))
+        typer.echo(json.dumps([r.to_dict(distribution) for r in results]))
     elif full_table or len(results) <= SUMMARY_OVER:
-        _print_table(results, name, str(model))
+        _print_table(results)
     else:
-        _print_summary(results, name, str(model))
+        for line in summarize(results):
+            stdout.print(printable(line), markup=False)
     for path in written:
         _report_written(path)
     if failed:  # the estimates were printed above; what could not be written is named here
         for line in failed:
             err.print(f"[bold red]error:[/] could not write {escape(line)}", soft_wrap=True)
         raise typer.Exit(EXIT_USAGE)
-    unreadable = sum(1 for r in results if r["error"])
+    unreadable = sum(1 for r in results if r.error)
     if unreadable == len(results) or (strict and unreadable):
         raise typer.Exit(EXIT_INPUTS)
 
 
-def _predict_videos(sources: list[Path], predictor: Any, model: str, as_json: bool, save_dir: Path | None,
+def _plot_distributions(result: Any, path: Path) -> None:
+    """Each face of ``result`` with its predicted distribution, as one PNG."""
+    from dldl.plots import plot_face_distributions
+
+    faces = result.faces
+    plot_face_distributions(np.stack([face.crop for face in faces]), np.stack([face.distribution for face in faces]),
+                            result.labels.values(), path, pred=np.array([face.value for face in faces]), label_name=result.task)
+
+
+def _predict_videos(sources: list[Path], predictor: Any, as_json: bool, save_dir: Path | None,
                     every: int | None, fps: float | None, frames: bool, strict: bool) -> int:
     """Each video (or folder of frames): sampled, faces tracked, one line per track; the exit code."""
-    from PIL import Image
     from rich.text import Text
 
-    from dldl.annotate import annotate_photo
-    from dldl.checkpoint import atomic_path
     from dldl.errors import DataError
     from dldl.outputs import output_names
-    from dldl.video import VideoWriter, frame_rate, read_frame_folder, read_frames, track_faces
 
-    name, est = predictor.estimator.task, predictor.estimator
+    name = predictor.estimator.task
     outputs = output_names(sources, save_dir, name, ".mp4") if save_dir is not None else []
     rows: list[dict[str, Any]] = []
+    table_rows: list[tuple[str, ...]] = []
     failed = 0
     for i, src in enumerate(sources):
-        rate = (fps or 2.0) if frames or fps or not every else (frame_rate(src) or 25.0) / every
         try:
-            sampled = read_frame_folder(src, every) if frames else read_frames(src, every, fps)
-            with contextlib.ExitStack() as stack:
-                writer = None
-                if outputs:
-                    tmp = stack.enter_context(atomic_path(outputs[i]))
-                    writer = stack.enter_context(VideoWriter(tmp, rate))
-
-                def draw(frame, faces, ids, writer=writer):  # noqa: ANN001
-                    if writer is not None:
-                        writer.write(np.asarray(annotate_photo(Image.fromarray(frame.image), faces, name, ids)))
-
-                tracks = track_faces(sampled, predictor, on_frame=draw)
+            video = predictor.video(src, every, fps, frames, save=outputs[i] if outputs else None)
         except DataError as e:
             failed += 1
             rows.append({"video": str(src), "track": None, "error": str(e)})
+            table_rows.append((Path(src).name, "", "", "", "", "", str(e)))
             continue
-        rows += [t.to_dict(str(src), name, est.labels, model, est.version) | {"error": None} for t in tracks]
-        if not tracks:
-            rows.append({"video": str(src), "track": None, "error": None, "note": "no face found"})
+        rows += video.to_dicts()
+        table_rows += video.table_rows()
         if outputs:
             _report_written(outputs[i])
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row))
     else:
-        table = Table(title=Text(f"{name} by face track ({_printable(model)})"))
+        table = Table(title=Text(f"{name} by face track ({printable(predictor.model)})"))
         for col in ("video", "track", "frames", "seconds", name, "5-95% interval", "note"):
             table.add_column(col)
-        for r in rows:
-            video = Text(_printable(Path(r["video"]).name))
-            if r["track"] is None:
-                table.add_row(video, "", "", "", "", "", Text(_printable(r["error"] or r.get("note", ""))))
-                continue
-            span = f"{r['first_frame']}-{r['last_frame']}"
-            secs = "" if r["first_time"] is None else f"{r['first_time']:.1f}-{r['last_time']:.1f}"
-            iv = r["interval_90"]
-            table.add_row(video, str(r["track"]), f"{span} ({r['frames']})", secs, f"{r[name]:.1f}",
-                          f"{iv[0]:g}-{iv[1]:g}" if iv else "", "")
+        for row in table_rows:
+            table.add_row(*(Text(printable(cell)) for cell in row))
         stdout.print(table)
     return EXIT_INPUTS if failed and (strict or failed == len(sources)) else EXIT_OK
 
 
 def _report_written(path: Path) -> None:
     """One ``wrote PATH`` line on stderr per file written for the user."""
-    err.print(f"wrote {escape(_printable(str(path)))}", soft_wrap=True)
+    err.print(f"wrote {escape(printable(str(path)))}", soft_wrap=True)
 
 
-def _save_atomic(path: Path, write, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
-    """``write(tmp, *args, **kwargs)`` then rename onto ``path`` (:func:`dldl.checkpoint.atomic_path`)."""
-    from dldl.checkpoint import atomic_path
-
-    with atomic_path(path) as tmp:
-        write(tmp, *args, **kwargs)
-
-
-def _write_csv(path: Path, results: list[dict[str, Any]], name: str) -> None:
-    """One row per face, faces numbered from 1 as in the table; a photo without faces gets one
-    row saying why."""
+def _write_csv(path: Path, results: list[Any], distribution: bool = False) -> None:
+    """One row per face (:meth:`dldl.results.PhotoResult.csv_rows`), in the columns of
+    :func:`dldl.results.csv_header`; a photo without faces gets one row saying why."""
     import csv
+
+    from dldl.results import csv_header
 
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "face", "x0", "y0", "x1", "y1", "score", name, "p5", "p95", "percentile", "note", "error"])
+        w.writerow(csv_header(results[0].task) if results else [])
         for r in results:
-            path = _printable(r["path"])
-            for i, face in enumerate(r["faces"], 1):
-                iv = face["interval_90"] or [None, None]
-                w.writerow([path, i, *face["box"], face["score"], face[name], *iv, face.get("percentile"), " ".join(face["flags"]), ""])
-            if not r["faces"]:
-                w.writerow([path, "", "", "", "", "", "", "", "", "", "", "", _printable(r["error"] or "no face found")])
+            w.writerows([[printable(c) if isinstance(c, str) else c for c in row] for row in r.csv_rows(distribution)])
 
 
 SUMMARY_OVER = 20
 """``dldl predict`` prints a summary instead of the full table for more photos than this (``--table``: always the table)."""
 
 
-def _print_summary(results: list[dict[str, Any]], name: str, model: str) -> None:
-    faces = [f for r in results for f in r["faces"]]
-    failed = [r for r in results if r["error"]]
-    flagged = sum(1 for f in faces if f["flags"])
-    values = np.array([f[name] for f in faces]) if faces else None
-    lines = [f"{len(results)} photos, {len(faces)} faces ({flagged} flagged), "
-             f"{sum(1 for r in results if not r['faces'] and not r['error'])} photos without a face, "
-             f"{len(failed)} could not be read ({_printable(model)})"]
-    if values is not None:
-        lines.append(f"{name}: median {np.median(values):.1f}, range {values.min():.1f}-{values.max():.1f}")
-    for r in failed[:5]:
-        lines.append(f"  {_printable(r['error'])}")
-    if len(failed) > 5:
-        lines.append(f"  ... and {len(failed) - 5} more")
-    lines.append("every face: --table, --json or --csv FILE")
-    for line in lines:
-        stdout.print(line, markup=False)
-
-
-def _print_table(results: list[dict[str, Any]], name: str, model: str) -> None:
+def _print_table(results: list[Any]) -> None:
     from rich.text import Text
 
-    scale = next((r["scale"] for r in results if r.get("scale")), None)
-    table = Table(title=Text(f"{name} estimates ({_printable(model)}" + (f", scale {scale[0]:g}-{scale[1]:g}" if scale else "") + ")"))
-    for col in ("file", "face", "box", name, "5-95% interval", "note"):
+    first = results[0]
+    scale = next((r.labels for r in results if r.labels is not None), None)
+    span = f", scale {scale.start:g}-{scale.stop:g}" if scale is not None else ""
+    table = Table(title=Text(f"{first.task} estimates ({printable(first.model)}{span})"))
+    for col in ("file", "face", "box", first.task, "5-95% interval", "note"):
         table.add_column(col)
     for r in results:  # cells as Text: file names are shown as they are, never read as markup
-        file = Text(_printable(Path(r["path"]).name))
-        if r["error"] or not r["faces"]:
-            table.add_row(file, "", "", "", "", Text(_printable((r["error"] or "no face found").removeprefix(f"{r['path']}: "))))
-        for i, face in enumerate(r["faces"], 1):
-            iv = face["interval_90"]
-            value = f"{face[name]:.1f}" + (f" ({_ordinal(round(face['percentile']))} pct.)" if face.get("percentile") is not None else "")
-            table.add_row(file, str(i), " ".join(f"{v:.0f}" for v in face["box"]), value,
-                          f"{iv[0]:g}-{iv[1]:g}" if iv else "", ", ".join(face["flags"]).replace("_", " "))
+        for row in r.table_rows():
+            table.add_row(*(Text(printable(cell)) for cell in row))
     stdout.print(table)
-
-
-def _ordinal(n: int) -> str:
-    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``22nd``.
-
-    >>> [_ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 22, 100)]
-    ['1st', '2nd', '3rd', '4th', '11th', '12th', '13th', '22nd', '100th']
-    """
-    return f"{n}{'th' if 11 <= n % 100 <= 13 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
-
-
-def _printable(text: str) -> str:
-    """``text`` with file-name bytes that are not UTF-8 (surrogate escapes) shown as ``\\xNN``:
-    safe to print or write as UTF-8. ``--json`` keeps the exact name (as a ``\\udcNN`` escape)."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _expand(paths: list[str], suffixes: tuple[str, ...]) -> list[Path]:
-    """Files as given, folders searched recursively for images (symbolic links to folders are not
-    followed; broken or looping links to files are kept so they are reported), and globs the shell
-    did not expand."""
-    import glob
-
-    files: list[Path] = []
-    for text in paths:
-        p = Path(text)
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and (f.is_file() or f.is_symlink()))
-        elif not p.exists() and any(c in text for c in "*?["):
-            files += sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
-        else:
-            files.append(p)
-    return files
 
 
 @app.command()
@@ -496,14 +395,14 @@ def export(
     """
     from dldl.export import FORMATS
     from dldl.export import export as run_export
+    from dldl.hub import load
     from dldl.outputs import check_output_file
-    from dldl.pretrained import load
 
     if fmt not in FORMATS:
         raise DldlError(f"--format {fmt!r}: must be one of {', '.join(FORMATS)}")
     target = check_output_file(output or Path(f"{Path(model).stem}.{fmt}"), "--output")
     path = run_export(load(model), target, fmt)
-    typer.echo(f"wrote {_printable(str(path))} ({path.stat().st_size / 1e6:.2f} MB)")
+    typer.echo(f"wrote {printable(str(path))} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 @app.command()
@@ -515,8 +414,8 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload (request body), in MB.")] = 10.0,
 ) -> None:
     """Web demo at http://HOST:PORT/ and a JSON API: POST /v1/predict (a photo upload), docs at /docs."""
-    if task not in (*DEFAULT_MODELS, "both"):
-        raise DldlError(f"unknown task {task!r}; use one of {', '.join(DEFAULT_MODELS)} or both")
+    if task not in (*TASKS, "both"):
+        raise DldlError(f"unknown task {task!r}; use one of {', '.join(TASKS)} or both")
     if model is not None and task == "both":
         raise DldlError("--model serves one task: give --task age or --task beauty with it")
     if not 0 <= port <= 65535:
@@ -527,7 +426,7 @@ def serve(
 
     from dldl.serve import create_app
 
-    models = dict(DEFAULT_MODELS) if task == "both" else {task: model or DEFAULT_MODELS[task]}
+    models = dict(TASKS) if task == "both" else {task: model or TASKS[task]}
     web = create_app(models, max_upload_bytes=int(max_upload_mb * 1e6))
     uvicorn.run(web, host=host, port=port, log_level="info")
 
@@ -538,8 +437,8 @@ def info() -> None:
     import torch
 
     import dldl
+    from dldl.hub import list_pretrained, model_card
     from dldl.models import create_model, list_models
-    from dldl.pretrained import list_pretrained, model_card
 
     console = stdout
     console.print(f"dldl {dldl.__version__}, torch {torch.__version__}, "
@@ -559,7 +458,7 @@ def info() -> None:
         span = (card.get("spec") or {}).get("label_range")
         what = {"age": "ages", "beauty": "scores"}.get(card.get("task", "age"), "labels")
         trained = f" (trained on {what} {span[0]:g}-{span[1]:g})" if span else ""
-        default = " (default)" if name in DEFAULT_MODELS.values() else ""
+        default = " (default)" if name in TASKS.values() else ""
         console.print(escape(f"shipped: {name}{default}{trained}: {card.get('summary', '')}"))
 
 

@@ -87,3 +87,13 @@ def run_script(main: Callable[[], int | None]) -> None:
         print(f"error: {where}{e.strerror or first_line(e)}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+def printable(text: str) -> str:
+    """``text`` with file-name bytes that are not UTF-8 (surrogate escapes) shown as ``\\xNN``:
+    safe to print or write as UTF-8. ``--json`` keeps the exact name (as a ``\\udcNN`` escape).
+
+    >>> printable("caf\\udce9.jpg")
+    'caf\\\\xe9.jpg'
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

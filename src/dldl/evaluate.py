@@ -15,8 +15,8 @@ import numpy as np
 
 from dldl.data.cache import load_cached
 from dldl.data.samples import Sample, SampleList
-from dldl.inference import Estimator, Prediction
 from dldl.metrics import regression_report
+from dldl.runtime import Estimator, Prediction
 
 
 def prediction_report(pred: Prediction, samples: SampleList, task: str = "age") -> dict[str, Any]:

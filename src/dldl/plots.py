@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dldl.checkpoint import atomic_path
+from dldl.files import atomic_path
 
 DPI = 120
 HEXBIN_ABOVE = 2000  # plot_pred_vs_true switches from a scatter to a hexbin above this many points

@@ -1,4 +1,4 @@
-"""``dldl serve``: a small web demo and JSON API over :class:`~dldl.inference.Predictor`.
+"""``dldl serve``: a small web demo and JSON API over :class:`~dldl.predictor.Predictor`.
 
 :func:`create_app` loads the models and the face detector once, then serves
 
@@ -20,13 +20,10 @@ prediction run one request at a time in a worker thread, so memory stays bounded
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
-import numpy as np
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -35,12 +32,12 @@ from pydantic import BaseModel, ConfigDict
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
-import dldl
+from dldl import __version__
 from dldl.assets import PHOTOS_DIR, WEB_DIR
-from dldl.data.images import read_image
 from dldl.errors import DataError
-from dldl.inference import Predictor
-from dldl.pretrained import DEFAULT_MODELS
+from dldl.hub import load
+from dldl.predictor import TASKS, Predictor
+from dldl.results import ESTIMATE, FIELDS
 
 MAX_UPLOAD_BYTES = 10_000_000
 SERVER_MAX_PIXELS = 24_000_000  # a 6000 x 4000 photo; decoding work is bounded by pixels, not bytes
@@ -49,35 +46,34 @@ REQUEST_TIMEOUT_S = 10.0
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
 
 
-class Distribution(BaseModel):
-    labels: list[float]
-    probs: list[float]
+def _schema_models() -> tuple[type[BaseModel], type[BaseModel]]:
+    """The server's ``Face`` and ``Result`` models, derived from :data:`dldl.results.FIELDS` (one
+    schema for the JSON, the CSV and the API): every face field, the estimate under each task's name."""
+    from pydantic import Field as Described
+    from pydantic import create_model
+
+    def props(level: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in FIELDS:
+            if f.level != level or f.name == "faces":
+                continue
+            names = [f.name.format(task=task) for task in TASKS] if f.name == ESTIMATE else [f.name]
+            for name in names:
+                optional = f.when is not None or f.name == ESTIMATE
+                kind = (f.type | None) if optional else f.type
+                note = f"{f.description} (only for: {f.when})" if f.when else f.description
+                out[name] = (kind, Described(None if optional else ..., description=note))
+        return out
+
+    face = create_model("Face", __config__=ConfigDict(extra="allow"), **props("face"))
+    face.__doc__ = "One face (dldl.results.FIELDS): the estimate under the task's name, and its predicted distribution."
+    result = create_model("Result", faces=(list[face], Described(..., description="the faces found, largest first")),
+                          **props("photo"))
+    result.__doc__ = "One photo, like an entry of ``dldl predict --json``; on failure ``faces`` is empty and ``error`` says why."
+    return face, result
 
 
-class Face(BaseModel):
-    """``FacePrediction.to_dict(task)`` (the estimate under the task's name) plus the ``(K,)`` distribution."""
-
-    model_config = ConfigDict(extra="allow")
-    face: int
-    box: list[float]
-    landmarks: list[list[float]] | None
-    score: float | None
-    age: float | None = None
-    beauty: float | None = None
-    interval_90: list[float] | None
-    flags: list[str] = []
-    distribution: Distribution | None
-
-
-class Result(BaseModel):
-    """One photo, like an entry of ``dldl predict --json``; on failure ``faces`` is empty and ``error`` says why."""
-
-    path: str | None
-    faces: list[Face]
-    error: str | None
-    task: str | None = None
-    model: str | None = None
-    model_version: str | None = None
+Face, Result = _schema_models()
 
 
 class BodyLimit:
@@ -107,26 +103,24 @@ class BodyLimit:
 
 
 def _error(status: int, reason: str, path: str | None = None) -> JSONResponse:
-    return JSONResponse({"path": path, "faces": [], "error": reason}, status_code=status)
+    """A failed request as a result: every photo field of the schema, no faces, one ``error`` line."""
+    body = {f.name: None for f in FIELDS if f.level == "photo"} | {"path": path, "faces": [], "error": reason}
+    return JSONResponse(body, status_code=status)
 
 
-def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, model: str, max_pixels: int,
-                    deadline: float) -> JSONResponse:
-    """Decode an upload with :func:`read_image` (its checks, and the server's pixel cap) and
-    predict; runs in the worker thread. A request still waiting, or still decoding, at its
-    ``deadline`` (``time.monotonic()``) gets 503, so slow uploads cannot pile up behind each other."""
+def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, deadline: float) -> JSONResponse:
+    """Decode an upload (:meth:`Predictor.load`: the checks of a file, and the server's pixel cap)
+    and predict; runs in the worker thread. A request still waiting at its ``deadline``
+    (``time.monotonic()``), or still decoding then, gets 503, so slow uploads cannot pile up behind each other."""
     if time.monotonic() > deadline:
         return _error(503, "server busy: the request waited past its time limit; retry shortly", name)
-    with tempfile.NamedTemporaryFile(prefix="dldl-upload-") as tmp:
-        shutil.copyfileobj(upload, tmp)
-        tmp.flush()
-        try:
-            image = read_image(tmp.name, max_pixels)
-            if time.monotonic() > deadline:
-                return _error(503, "server busy: the request ran past its time limit; retry shortly", name)
-            result = predictor.result(np.asarray(image), name, model)
-        except DataError as e:
-            return _error(422, f"{name}: {e.problem.replace(tmp.name, name)}", name)
+    try:
+        path, image = predictor.load(upload, name)
+        if time.monotonic() > deadline:
+            return _error(503, "server busy: the request ran past its time limit; retry shortly", name)
+        result = predictor.result(image, path)
+    except DataError as e:
+        return _error(422, f"{name}: {e.problem}", name)
     return JSONResponse(result.to_dict(distribution=True))
 
 
@@ -174,13 +168,13 @@ def create_app(models: dict[str, str] | None = None, detector: Any | None = None
 
         detector = get_detector()
 
-    models = models or {"age": DEFAULT_MODELS["age"]}
-    predictors = {task: Predictor(dldl.load(name, runtime="auto"), detector) for task, name in models.items()}
+    models = models or {"age": TASKS["age"]}
+    predictors = {task: Predictor(load(name, runtime="auto"), detector, max_pixels=max_pixels) for task, name in models.items()}
     worker = CapacityLimiter(1)  # one inference at a time: torch and the detector are not shared safely
     pending = {"count": 0}  # touched only on the event loop
     # no Swagger UI / ReDoc: both load their scripts from a CDN and are blank offline; /docs is a
     # self-contained page built from the OpenAPI schema (/openapi.json)
-    app = FastAPI(title="dldl", version=dldl.__version__, docs_url=None, redoc_url=None,
+    app = FastAPI(title="dldl", version=__version__, docs_url=None, redoc_url=None,
                   description="Facial age and attractiveness estimation (DLDL-v2). Upload a photo to `POST /v1/predict`.")
     app.add_middleware(BodyLimit, limit=max_upload_bytes)
     errors: dict[int | str, dict[str, Any]] = {
@@ -256,8 +250,7 @@ def create_app(models: dict[str, str] | None = None, detector: Any | None = None
         pending["count"] += 1
         deadline = time.monotonic() + request_timeout_s
         try:
-            return await to_thread.run_sync(_predict_upload, predictors[task], file.file, name, models[task], max_pixels,
-                                            deadline, limiter=worker)
+            return await to_thread.run_sync(_predict_upload, predictors[task], file.file, name, deadline, limiter=worker)
         finally:
             pending["count"] -= 1
 

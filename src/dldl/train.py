@@ -40,7 +40,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dldl.checkpoint import atomic_path, load_checkpoint, model_weights, process_alive, remove_stale_temps, save_checkpoint
+from dldl.checkpoint import load_checkpoint, model_weights, save_checkpoint
+from dldl.files import atomic_path, process_alive, remove_stale_temps
 from dldl.config import coerce, load_yaml
 from dldl.data.augment import AugmentConfig, train_transform
 from dldl.data.preprocess import cache_size_for
@@ -51,7 +52,7 @@ from dldl.data.sources import check_labels_in
 from dldl.devices import resolve_device
 from dldl.errors import CheckpointError, ConfigError, DataError, DldlError
 from dldl.evaluate import prediction_report
-from dldl.inference import Estimator
+from dldl.runtime import Estimator
 from dldl.labels import LabelSet, expectation, gaussian_distribution, histogram_distribution, interval_distribution
 from dldl.losses import OBJECTIVES, get_objective, pearson_loss
 from dldl.models.backbone_weights import backbone_weights_path, load_backbone_weights
@@ -576,7 +577,7 @@ def teacher_distribution(teachers: list[str], images: np.ndarray, labels: LabelS
 def init_weights_path(name_or_path: str) -> Path:
     """``init_from`` as a file: a checkpoint path, or the file of a shipped model name
     (``mobilenet_v2-utkface``)."""
-    from dldl.pretrained import MODELS_DIR, list_pretrained
+    from dldl.hub import MODELS_DIR, list_pretrained
 
     path = Path(name_or_path)
     if not path.exists() and name_or_path in list_pretrained():

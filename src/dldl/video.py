@@ -1,7 +1,7 @@
 """Videos: frames sampled from a clip (or a folder of frames), faces tracked across frames by box
 overlap, and one estimate per track.
 
-Each sampled frame goes through the photo pipeline (:class:`~dldl.inference.Predictor`). A face
+Each sampled frame goes through the photo pipeline (:class:`~dldl.predictor.Predictor`). A face
 joins the track whose last box overlaps it most (intersection over union at least ``min_iou``);
 a track not seen for more than ``max_gap`` sampled frames ends. A track's estimate is read from
 the mean of its frames' distributions (its expectation equals the mean of the frames' estimates;

@@ -20,7 +20,7 @@ from dldl.errors import DataError
 from dldl.evaluate import prediction_report
 from dldl.labels import LabelSet, interval_distribution
 from dldl.losses import get_objective
-from dldl.inference import Prediction
+from dldl.runtime import Prediction
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "label_files"
 NO = {"require_images": False}

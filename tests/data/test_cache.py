@@ -82,7 +82,7 @@ def test_splits_of_one_name_under_two_roots_get_two_caches(tmp_path):
 
 
 def test_checksum_is_of_the_file_renamed_into_place(synthetic_manifest, tmp_path):
-    from dldl.checkpoint import file_sha256
+    from dldl.files import file_sha256
 
     load_cached(read_manifest_csv(synthetic_manifest), 24, tmp_path / "cache", workers=1)
     (npy,), (manifest,) = (tmp_path / "cache").glob("*.npy"), (tmp_path / "cache").glob("*.json")

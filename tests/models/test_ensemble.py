@@ -10,10 +10,10 @@ from dldl.checkpoint import load_checkpoint, save_checkpoint
 from conftest import REPO
 from dldl.errors import ConfigError, DldlError
 from dldl.export import export
-from dldl.inference import Estimator
-from dldl.models.ensemble import combine
+from dldl.runtime import Estimator
+from dldl.hub import combine
 from dldl.models.spec import ModelSpec
-from dldl.pretrained import load
+from dldl.hub import load
 from dldl.train import TrainConfig
 
 

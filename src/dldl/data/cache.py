@@ -33,18 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dldl.checkpoint import atomic_path, file_sha256, remove_stale_temps
+from dldl import files
 from dldl.data.images import load_face, read_image, square_resize
 from dldl.data.samples import SampleList
 from dldl.errors import DataError
+from dldl.files import atomic_path, file_sha256, remove_stale_temps
 
 CACHE_VERSION = 1
 _detector = None  # one face detector per decoding process, made on first use
-
-
-def default_cache_dir() -> Path:
-    """``$DLDL_CACHE`` if set, else ``~/.cache/dldl``."""
-    return Path(os.environ.get("DLDL_CACHE", Path.home() / ".cache" / "dldl"))
 
 
 def cache_key(samples: SampleList, size: int, template: str | None = None) -> str:
@@ -171,7 +167,7 @@ def load_cached(
     """
     if len(samples) == 0:
         raise DataError(",".join(samples.source) or samples.name, "no samples to decode")
-    cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cdir = Path(cache_dir) if cache_dir is not None else files.cache_dir()
     if cdir.exists() and not cdir.is_dir():
         raise DataError(cdir, "the cache folder is a file; remove it or give another cache_dir")
     key = cache_key(samples, size, template)

@@ -1,6 +1,6 @@
 """The network's test-time input, in numpy: crop geometry, normalisation and the eval transform.
 
-The photo pipeline (and every :class:`~dldl.inference.Estimator`, whatever runs its network) turns
+The photo pipeline (and every :class:`~dldl.runtime.Estimator`, whatever runs its network) turns
 stored face crops into network inputs here, without torch. Training augmentation
 (:mod:`dldl.data.augment`, torch) draws its crops around the same geometry: with augmentation off,
 ``train_transform`` equals :func:`eval_transform` (``tests/data/test_augment.py`` checks it).

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from dldl.checkpoint import file_sha256
 from dldl.errors import CheckpointError, DldlError, first_line
+from dldl.files import file_sha256
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
 

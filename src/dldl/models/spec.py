@@ -1,7 +1,7 @@
 """``ModelSpec``: the one record of what a trained model needs, in the spirit of timm's pretrained
 config. It travels with the weights: ``.pt`` checkpoints (key ``"spec"``), ONNX metadata
 (``metadata_props["dldl"]``), TorchScript extras (``dldl.json``) and model cards all store the
-same ``spec.to_dict()``, and :class:`~dldl.inference.Estimator` is built from it.
+same ``spec.to_dict()``, and :class:`~dldl.runtime.Estimator` is built from it.
 
 >>> spec = ModelSpec("tiny_age_net", LabelSet(0, 100, 1), input_size=64, model_kwargs={"hybrid_pool": True})
 >>> spec.num_outputs, spec.cache_size

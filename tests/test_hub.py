@@ -5,13 +5,13 @@ import pytest
 
 import dldl
 from dldl.errors import CheckpointError, DldlError
-from dldl.pretrained import export_shipped, list_pretrained, load
+from dldl.hub import install, list_pretrained, load
 
 
 def test_export_is_fp16_smaller_and_loads(tiny_run, tmp_path, monkeypatch):
     ck = tiny_run / "run" / "best.pt"
-    monkeypatch.setattr("dldl.pretrained.MODELS_DIR", tmp_path)
-    path = export_shipped(ck, "toy", {"summary": "test model"}, tmp_path)
+    monkeypatch.setattr("dldl.hub.MODELS_DIR", tmp_path)
+    path = install(ck, "toy", {"summary": "test model"}, tmp_path)
     assert path.stat().st_size < ck.stat().st_size * 0.7
     assert list_pretrained() == ["toy"]
     est = load("toy")
@@ -21,8 +21,8 @@ def test_export_is_fp16_smaller_and_loads(tiny_run, tmp_path, monkeypatch):
 
 
 def test_hash_mismatch_is_refused(tiny_run, tmp_path, monkeypatch):
-    monkeypatch.setattr("dldl.pretrained.MODELS_DIR", tmp_path)
-    path = export_shipped(tiny_run / "run" / "best.pt", "toy", {}, tmp_path)
+    monkeypatch.setattr("dldl.hub.MODELS_DIR", tmp_path)
+    path = install(tiny_run / "run" / "best.pt", "toy", {}, tmp_path)
     shutil.copy(tiny_run / "run" / "last.pt", path)  # swapped file
     with pytest.raises(CheckpointError, match="sha256 does not match"):
         load("toy")
@@ -36,7 +36,7 @@ def test_unknown_name():
 def test_shipped_age_model_loads_and_matches_its_card():
     if "tiny_age_net-utkface" not in list_pretrained():
         pytest.skip("no shipped model in this checkout")
-    from dldl.pretrained import model_card
+    from dldl.hub import model_card
 
     est = load("tiny_age_net-utkface")
     card = model_card("tiny_age_net-utkface")
