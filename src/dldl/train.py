@@ -56,7 +56,7 @@ from dldl.runtime import Estimator
 from dldl.labels import LabelSet, expectation, gaussian_distribution, histogram_distribution, interval_distribution
 from dldl.losses import OBJECTIVES, get_objective, pearson_loss
 from dldl.models.backbone_weights import backbone_weights_path, load_backbone_weights
-from dldl.models.registry import model_factory
+from dldl.models.registry import min_input_size, model_factory
 from dldl.models.spec import ModelSpec
 from dldl.progress import progress_bar
 
@@ -268,7 +268,7 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.backbone_weights and cfg.init_from:
         raise ConfigError("init_from", cfg.init_from, "unset when backbone_weights is set (one initialisation)")
     factory = model_factory(cfg.model)
-    smallest = getattr(factory, "min_input_size", 32)
+    smallest = min_input_size(cfg.model)
     need(cfg.input_size >= smallest, "input_size", f"at least {smallest} for {cfg.model}")
     allowed = set(inspect.signature(factory).parameters) - {"num_outputs"}
     unknown = sorted(set(cfg.model_kwargs) - allowed)

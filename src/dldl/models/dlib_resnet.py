@@ -149,15 +149,13 @@ class DlibResNet(nn.Module):
         return self.head(self.dropout(self.features(x)))
 
 
-@register_model
+@register_model(min_input_size=128)  # its stride-2 convolutions are unpadded
 def dlib_resnet29(num_outputs: int = 101, drop_rate: float = 0.2) -> DlibResNet:
     """dlib's face-recognition ResNet-29 (5.6M parameters in dlib's net; 5,607,781 with a
     101-way head), initialised from its face-recognition weights with
     ``backbone_weights=face_recognition``."""
     return DlibResNet(num_outputs, drop_rate)
 
-
-dlib_resnet29.min_input_size = 128  # checked by dldl.train before any data is read
 
 
 # ---- the .dat reader ------------------------------------------------------------------------------

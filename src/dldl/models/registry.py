@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from dldl.errors import ConfigError
 
@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_MIN_INPUT_SIZE: dict[str, int] = {}
+DEFAULT_MIN_INPUT_SIZE = 32  # five stride-2 stages
 _ARCHITECTURES = ("vgg", "mobilenet", "dlib_resnet", "ensemble")  # the modules whose functions register themselves
 
 
@@ -21,12 +23,27 @@ def _registered() -> dict[str, Callable[..., nn.Module]]:
     return _MODELS
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: register ``fn`` under its function name."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _MODELS[fn.__name__] = fn
-    return fn
+def register_model(fn: Callable[..., nn.Module] | None = None, *, min_input_size: int = DEFAULT_MIN_INPUT_SIZE) -> Any:
+    """Decorator: register ``fn`` under its function name (``@register_model``), or with the
+    smallest input side the architecture takes (``@register_model(min_input_size=128)``)."""
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _MODELS:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        _MODELS[fn.__name__] = fn
+        _MIN_INPUT_SIZE[fn.__name__] = min_input_size
+        return fn
+
+    return register if fn is None else register(fn)
+
+
+def min_input_size(name: str) -> int:
+    """The smallest input side (pixels) architecture ``name`` takes.
+
+    >>> min_input_size("tiny_age_net"), min_input_size("dlib_resnet29")
+    (32, 128)
+    """
+    model_factory(name)  # a ConfigError naming the known models for an unknown one
+    return _MIN_INPUT_SIZE[name]
 
 
 def list_models() -> list[str]:
