@@ -14,7 +14,7 @@ from dldl.inference import Estimator
 from dldl.models.ensemble import combine
 from dldl.models.spec import ModelSpec
 from dldl.pretrained import load
-from dldl.train import TrainConfig
+from dldl.training import TrainConfig
 
 
 @pytest.fixture(scope="module")
