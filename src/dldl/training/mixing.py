@@ -13,17 +13,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from dldl import pretrained
 from dldl.data.datasets import get_dataset, load_dataset
 from dldl.data.samples import SampleList, rescaled, within
 from dldl.data.sources import check_labels_in
 from dldl.errors import DataError, DldlError
-from dldl.inference import Estimator
 from dldl.labels import LabelSet, expectation, gaussian_distribution, histogram_distribution, interval_distribution
 from dldl.training.config import TEACHER_TARGET, TrainConfig, need
 
@@ -208,10 +207,10 @@ def load_training_data(cfg: TrainConfig, sources: list[Source], labels: LabelSet
 
 
 def teacher_distribution(teachers: list[str], images: np.ndarray, labels: LabelSet, template: str) -> torch.Tensor:
-    """``(N, K)`` mean predicted distribution of the ``teachers`` (checkpoints or shipped names) on
-    ``(N, S, S, 3)`` uint8 training crops, each teacher with its own test-time settings (flip TTA,
-    temperature): the soft targets of knowledge distillation (Hinton et al. 2015), averaged over an
-    ensemble.
+    """``(N, K)`` mean predicted distribution of the ``teachers`` (checkpoints or shipped names,
+    loaded by :func:`dldl.pretrained.load`) on ``(N, S, S, 3)`` uint8 training crops, each teacher
+    with its own test-time settings (flip TTA, temperature): the soft targets of knowledge
+    distillation (Hinton et al. 2015), averaged over an ensemble.
 
     Raises:
         ConfigError: a teacher predicts over another label set than the run's, gives no
@@ -220,7 +219,7 @@ def teacher_distribution(teachers: list[str], images: np.ndarray, labels: LabelS
     text = lambda ls: f"{ls.start:g}:{ls.stop:g}:{ls.step:g}"  # noqa: E731 -- as `labels` is written
     total = None
     for name in teachers:
-        est = Estimator.from_checkpoint(init_weights_path(name))
+        est = pretrained.load(name, runtime="torch")
         need(est.labels == labels and est.objective.distribution is not None, "teachers", name,
              f"models with a distribution over the run's labels ({text(labels)}); "
              f"this one has {est.spec.objective} over {text(est.labels)}")
@@ -228,14 +227,3 @@ def teacher_distribution(teachers: list[str], images: np.ndarray, labels: LabelS
         dist = torch.from_numpy(est.predict_arrays(images).distribution)
         total = dist if total is None else total + dist
     return total / len(teachers)
-
-
-def init_weights_path(name_or_path: str) -> Path:
-    """``init_from`` as a file: a checkpoint path, or the file of a shipped model name
-    (``mobilenet_v2-utkface``)."""
-    from dldl.pretrained import MODELS_DIR, list_pretrained
-
-    path = Path(name_or_path)
-    if not path.exists() and name_or_path in list_pretrained():
-        return MODELS_DIR / f"{name_or_path}.pt"
-    return path

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dldl import pretrained
 from dldl.checkpoint import load_checkpoint, model_weights, save_checkpoint
 from dldl.data.augment import AugmentConfig, train_transform
 from dldl.data.cache import load_cached
@@ -47,7 +48,7 @@ from dldl.models.backbone_weights import backbone_weights_path, load_backbone_we
 from dldl.models.spec import ModelSpec
 from dldl.progress import progress_bar
 from dldl.training.config import TrainConfig
-from dldl.training.mixing import Source, init_weights_path, load_sources, load_training_data, seed_for
+from dldl.training.mixing import Source, load_sources, load_training_data, seed_for
 from dldl.training.runs import RunState, checkpoint_payload, open_log, restore, resume_payload, run_folder
 
 
@@ -92,12 +93,13 @@ def model_spec(cfg: TrainConfig, sources: list[Source]) -> ModelSpec:
 
 
 def build_model(cfg: TrainConfig, spec: ModelSpec, proc: Process, backbone: Path | None, resuming: bool) -> nn.Module:
-    """The network of ``spec`` on ``proc.device``: initialised from ``init_from`` (tensors whose
-    shapes match, from its EMA copy when it has one, the weights it is evaluated with) or pre-trained
-    ``backbone`` weights (unless resuming), SyncBN under multi-GPU DDP, channels_last when asked."""
+    """The network of ``spec`` on ``proc.device``: initialised from ``init_from`` (a checkpoint or a
+    shipped name, :func:`dldl.pretrained.resolve_weights`; tensors whose shapes match, from its EMA
+    copy when it has one, the weights it is evaluated with) or pre-trained ``backbone`` weights
+    (unless resuming), SyncBN under multi-GPU DDP, channels_last when asked."""
     model = spec.create_model()
     if cfg.init_from:
-        src = model_weights(load_checkpoint(init_weights_path(cfg.init_from)))
+        src = model_weights(load_checkpoint(pretrained.resolve_weights(cfg.init_from)))
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
     elif backbone and not resuming:
