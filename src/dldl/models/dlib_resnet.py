@@ -157,7 +157,7 @@ def dlib_resnet29(num_outputs: int = 101, drop_rate: float = 0.2) -> DlibResNet:
     return DlibResNet(num_outputs, drop_rate)
 
 
-dlib_resnet29.min_input_size = 128  # checked by dldl.train before any data is read
+dlib_resnet29.min_input_size = 128  # checked by dldl.training before any data is read
 
 
 # ---- the .dat reader ------------------------------------------------------------------------------
