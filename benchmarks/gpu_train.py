@@ -1,7 +1,7 @@
 """ThinAgeNet, the paper's recipe (224 px, 60 epochs, batch 128, Adam, decay x0.1 at epoch 30) on
 UTKFace coral_train, timed on a lent GPU; prints images/s, epoch time and the test MAE as JSON.
 
-Everything runs through ``dldl.train.train``: the archive written by ``pack_utkface.py`` is unpacked
+Everything runs through ``dldl.training.train``: the archive written by ``pack_utkface.py`` is unpacked
 as a UTKFace folder, decoded once by ``--workers`` processes into the uint8 cache at the archive's
 side, which is kept on the GPU (``cache_on_device``); augmentation runs on the GPU as batched torch
 ops; bf16 autocast and channels_last are the training loop's defaults on CUDA. Before training,
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from pack_utkface import read_pack, unpack
 
 from dldl.models import create_model
-from dldl.train import PROFILES, TrainConfig, train
+from dldl.training import PROFILES, TrainConfig, train
 
 
 def gpu_roofline(device: torch.device, reps: int = 10) -> dict[str, Any]:

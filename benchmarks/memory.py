@@ -1,7 +1,7 @@
 """Peak memory (peak RSS, ``ru_maxrss`` of each command run as a child process) of prediction and of
 training steps per profile.
 
-* ``import``: ``python -c "import torch, dldl.train"``, the floor every command starts from;
+* ``import``: ``python -c "import torch, dldl.training"``, the floor every command starts from;
 * ``dldl predict`` on the bundled photos (detector + shipped age model), torch and ONNX Runtime;
 * training steps per profile, through ``train_throughput.py`` (model, Adam state, activations of
   one batch; no dataset): ``cpu`` = TinyAgeNet 64 px batch 128, ``paper`` = ThinAgeNet 224 px
@@ -54,7 +54,7 @@ def peak_rss(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any
 def commands(profiles: list[str], steps: int, threads: int, batch: int | None) -> list[tuple[str, list[str], str | None]]:
     """``(label, argv, note)`` for every measured command."""
     py = sys.executable
-    out = [("import torch + dldl", [py, "-c", "import torch, dldl.train"], None),
+    out = [("import torch + dldl", [py, "-c", "import torch, dldl.training"], None),
            ("dldl predict (bundled photos, torch)", [py, "-m", "dldl.cli", "predict", "--json"], None),
            ("dldl predict (bundled photos, onnx)", [py, "-m", "dldl.cli", "predict", "--json", "--runtime", "onnx"], None)]
     for name in profiles:

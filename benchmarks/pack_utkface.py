@@ -15,7 +15,7 @@ Measured with the command below: 57.65 MB (3,508 B/face); coral_test median PSNR
 The archive is an uncompressed ``.npz``: ``jpeg`` (all files' bytes, concatenated), ``offsets``
 (N + 1), ``names`` and ``splits`` (newline-joined UTF-8), ``split`` (index into ``splits`` per
 face), ``meta`` (JSON). File names are UTKFace's own, so ages parse from them and the 10%
-hold-out that ``dldl.train`` draws by file-name hash is the same as on the original files.
+hold-out that ``dldl.training`` draws by file-name hash is the same as on the original files.
 
     python benchmarks/pack_utkface.py --root ../shared/data/utkface --out .pack/utkface_coral.npz --check
 """

@@ -29,7 +29,7 @@ import train_throughput
 
 UTKFACE = benchlib.SHARED_DATA / "utkface"
 PHOTOS = benchlib.SHARED_DATA / "mebeauty" / "original_images"
-CPU_PROFILE = ("tiny_age_net", 64, 128)  # dldl.train.PROFILES["cpu"]
+CPU_PROFILE = ("tiny_age_net", 64, 128)  # dldl.training.PROFILES["cpu"]
 PAPER_ON_CPU = ("thin_age_net", 224, 16)  # the paper profile's model and input; a small batch on CPU
 
 FULL = {
@@ -184,7 +184,7 @@ def gpu_section(gpu: dict | None) -> str:
            "# then copy $OUT/gpu_train.json to docs/bench/ and: python benchmarks/run_all.py --render")
     head = ("## 5. GPU training (ThinAgeNet, paper recipe, one GPU)\n\n"
             "`benchmarks/gpu_train.py`: UTKFace coral_train from a < 60 MB archive, decoded once into a uint8 cache on the "
-            "GPU, augmentation on the GPU, bf16 autocast, channels_last, `dldl.train.train` unchanged otherwise. "
+            "GPU, augmentation on the GPU, bf16 autocast, channels_last, `dldl.training.train` unchanged otherwise. "
             f"Commands:\n\n```bash\n{cmd}\n```\n\n")
     if not gpu:
         return head + "Not run yet: no GPU has been lent to a session. The script is tested on CPU (`--epochs 1 --limit 256 --size 64`).\n"

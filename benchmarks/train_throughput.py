@@ -1,13 +1,13 @@
 """Training throughput (images/s) per model and input size, against this machine's roofline.
 
 One optimisation step = a uint8 batch + augmentation + forward + DLDL-v2 loss + backward + Adam,
-channels_last, as in ``dldl.train``; median over timed steps after warm-up. In the same run:
+channels_last, as in ``dldl.training``; median over timed steps after warm-up. In the same run:
 
 * roofline: peak fp32 GFLOP/s of a large matrix product (``n x n @ n x n``) and of large 3x3
   convolutions (VGG stage shapes, channels_last, forward), per thread count; efficiency =
   achieved model FLOP/s (3 x forward FLOPs per image x images/s: forward + backward) / roofline,
   the roofline being the larger of the two peaks;
-* data pipeline: batches gathered from the decoded uint8 cache (as ``dldl.train`` does) vs
+* data pipeline: batches gathered from the decoded uint8 cache (as ``dldl.training`` does) vs
   decoded from JPEG files with PIL inside the loop (one process), and the decode time per image.
   Faces: UTKFace ``coral_train`` when ``--root`` exists, else synthetic JPEGs.
 
@@ -101,7 +101,7 @@ def decode_pool(paths: list[Path], size: int) -> tuple[np.ndarray, float]:
 
 
 def cache_batches(pool: np.ndarray, batch: int, seed: int = 0) -> Batches:
-    """Random batches gathered from the decoded uint8 array, as ``dldl.train`` does."""
+    """Random batches gathered from the decoded uint8 array, as ``dldl.training`` does."""
     gen = torch.Generator().manual_seed(seed)
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,7 +37,7 @@ from dldl.data.samples import SampleList
 from dldl.evaluate import prediction_report, temper
 from dldl.runtime import Prediction
 from dldl.hub import list_pretrained
-from dldl.train import TrainConfig, _targets, load_sources
+from dldl.training import TrainConfig, build_targets, load_sources
 from dldl.errors import run_script
 
 ALPHAS = np.round(np.arange(0.0, 1.01, 0.1), 2)
@@ -48,7 +48,7 @@ def training_prior(cfg: TrainConfig, sources: list, labels: dldl.LabelSet) -> np
     total = sum(s.weight for s in sources)
     prior = np.zeros(labels.num_labels)
     for s in sources:
-        _, targets = _targets(s.train, s.target, cfg.sigma if s.sigma is None else s.sigma, labels)
+        _, targets = build_targets(s.train, s.target, cfg.sigma if s.sigma is None else s.sigma, labels)
         prior += s.weight / total * targets.double().mean(0).numpy()
     return prior
 

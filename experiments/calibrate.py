@@ -28,7 +28,7 @@ from dldl.data.samples import SampleList
 from dldl.evaluate import fit_temperature, prediction_report, temperature_fit_rows
 from dldl.runtime import Estimator, Prediction
 from dldl.hub import resolve
-from dldl.train import TrainConfig, load_sources
+from dldl.training import TrainConfig, load_sources
 from dldl.errors import run_script
 
 

@@ -26,7 +26,7 @@ from dldl.data.cache import load_cached
 from dldl.runtime import Estimator
 from dldl.metrics import mae, pearson
 from dldl.models.spec import ModelSpec
-from dldl.train import TrainConfig, load_sources
+from dldl.training import TrainConfig, load_sources
 from dldl.errors import run_script
 
 

@@ -40,7 +40,7 @@ def synthetic_manifest(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A TinyAgeNet trained for one epoch on the synthetic set (32 px); returns its run folder."""
-    from dldl.train import TrainConfig, train
+    from dldl.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("tiny_run")
     manifest = make_synthetic_dataset(root / "data", n=32)

@@ -103,7 +103,7 @@ def test_main_job_runs_on_bundled_samples_with_shipped_model():
 
 
 def test_set_values_keep_text_fields_as_text():
-    from dldl.train import TrainConfig
+    from dldl.training import TrainConfig
 
     cfg = TrainConfig.from_sources(overrides={"labels": "1:10:0.1", "val_split": "null", "lr": "0.5", "resume": "false"})
     assert cfg.labels == "1:10:0.1"  # YAML would read this as a base-60 number

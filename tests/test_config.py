@@ -13,7 +13,7 @@ from dldl.cli import run
 from dldl.errors import ConfigError
 from dldl.labels import LabelSet
 from dldl.models.spec import ModelSpec
-from dldl.train import TrainConfig
+from dldl.training import TrainConfig
 
 BAD = [
     ("model=tiny_age_nett", "model 'tiny_age_nett': must be one of"),
@@ -141,7 +141,7 @@ def test_shipped_cards_carry_the_spec_of_their_file():
 
 def test_out_dir_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path):
     from dldl.errors import DldlError
-    from dldl.train import run_lock
+    from dldl.training import run_lock
 
     out = tmp_path / "run"
     out.mkdir()

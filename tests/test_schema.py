@@ -93,3 +93,16 @@ def test_a_tampered_shipped_file_is_refused_by_predict_and_eval(tampered, tiny_r
         run = CliRunner().invoke(app, args)
         assert run.exit_code != 0
         assert "sha256 does not match its model card" in str(run.exception) + run.output
+
+
+def test_a_tampered_shipped_file_is_refused_by_init_from_and_as_a_teacher(tampered, tiny_run, tmp_path):
+    from dldl.errors import CheckpointError
+    from dldl.training import TrainConfig, train
+
+    manifest = tiny_run / "data" / "manifest.csv"
+    common = dict(dataset="csv", root=str(manifest), train_split=None, test_split=None, val_fraction=0.25, input_size=32,
+                  epochs=1, batch_size=8, cache_dir=str(tiny_run / "cache"), progress=False, workers=1)
+    with pytest.raises(CheckpointError, match="sha256 does not match its model card"):
+        train(TrainConfig(**common, init_from="toy", out_dir=str(tmp_path / "init")))
+    with pytest.raises(CheckpointError, match="sha256 does not match its model card"):
+        train(TrainConfig(**common, teachers=["toy"], distill=0.5, out_dir=str(tmp_path / "taught")))

@@ -20,7 +20,7 @@ from dldl.data.cache import load_cached
 from dldl.data.datasets import load_dataset
 from dldl.evaluate import prediction_report
 from dldl.runtime import Estimator
-from dldl.train import TrainConfig, train
+from dldl.training import TrainConfig, train
 
 
 def _cfg(manifest: Path, out: Path, **kw) -> TrainConfig:
@@ -32,10 +32,10 @@ def _cfg(manifest: Path, out: Path, **kw) -> TrainConfig:
 
 
 def _recomputed_val_mae(cfg: TrainConfig, best: Path) -> float:
-    from dldl.train import _holdout
+    from dldl.training import holdout
 
     samples = load_dataset(cfg.dataset, cfg.root, cfg.train_split)
-    _, val = _holdout(samples, cfg.val_fraction)
+    _, val = holdout(samples, cfg.val_fraction)
     est = Estimator.from_checkpoint(best)
     return prediction_report(est.predict_arrays(load_cached(val, est.cache_size, cfg.cache_dir), cfg.tta_flip), val)["mae"]
 
@@ -201,12 +201,12 @@ def test_numbers_given_as_text_are_parsed_or_refused():
 def test_target_kinds_use_the_faces_sigma_or_the_fixed_one():
     from dldl.data.samples import Sample, SampleList
     from dldl.labels import LabelSet
-    from dldl.train import _targets
+    from dldl.training import build_targets
 
     labels = LabelSet(1, 10, 0.5)
     samples = SampleList("s", [Sample(Path("a.jpg"), 5.0, sigma=0.5), Sample(Path("b.jpg"), 5.0, sigma=None)])
-    _, own = _targets(samples, "gaussian", 2.0, labels)
-    _, fixed = _targets(samples, "gaussian_fixed", 2.0, labels)
+    _, own = build_targets(samples, "gaussian", 2.0, labels)
+    _, fixed = build_targets(samples, "gaussian_fixed", 2.0, labels)
     width = lambda p: float((p * (torch.as_tensor(labels.values()).float() - 5.0) ** 2).sum().sqrt())  # noqa: E731
     assert width(own[0]) < 0.8 < 1.6 < width(own[1])  # the face's 0.5, the default 2.0 where it has none
     assert abs(width(fixed[0]) - width(fixed[1])) < 1e-6 and width(fixed[0]) > 1.6
@@ -218,7 +218,7 @@ def test_init_from_starts_from_the_weights_the_checkpoint_is_evaluated_with(tmp_
     from dldl.checkpoint import save_checkpoint
     from dldl.labels import LabelSet
     from dldl.models.spec import ModelSpec
-    from dldl.train import Process, build_model
+    from dldl.training import Process, build_model
 
     spec = ModelSpec("tiny_age_net", LabelSet.parse("0:10:1"), "dldl_v2", 32)
     trained, averaged = spec.create_model().state_dict(), spec.create_model().state_dict()
@@ -235,7 +235,7 @@ def test_init_from_starts_from_the_weights_the_checkpoint_is_evaluated_with(tmp_
 def test_distillation_targets_mix_the_teachers_mean_distribution(tiny_run):
     from dldl.errors import ConfigError
     from dldl.labels import LabelSet
-    from dldl.train import _targets, load_sources, load_training_data, teacher_distribution
+    from dldl.training import build_targets, load_sources, load_training_data, teacher_distribution
 
     teacher = tiny_run / "run" / "best.pt"
     (manifest,) = (tiny_run / "data").glob("*.csv")
@@ -243,7 +243,7 @@ def test_distillation_targets_mix_the_teachers_mean_distribution(tiny_run):
                       cache_dir=str(tiny_run / "cache"), workers=1, progress=False, teachers=[str(teacher)] * 2, distill=0.25)
     sources, labels = load_sources(cfg), LabelSet.parse(cfg.labels)
     data = load_training_data(cfg, sources, labels, lambda s: load_cached(s, 36, cfg.cache_dir, 1), True)
-    own = _targets(sources[0].train, cfg.target, cfg.sigma, labels)[1]
+    own = build_targets(sources[0].train, cfg.target, cfg.sigma, labels)[1]
     theirs = torch.from_numpy(Estimator.from_checkpoint(teacher).predict_arrays(data.images).distribution).to(own.dtype)
     assert not torch.allclose(own, theirs, atol=1e-3)  # so the mix below can tell them apart
     assert torch.allclose(data.target, 0.75 * own + 0.25 * theirs, atol=1e-6)
@@ -262,7 +262,7 @@ def test_distillation_targets_mix_the_teachers_mean_distribution(tiny_run):
 def test_a_taught_source_takes_the_teachers_distribution_and_has_no_validation_split(tiny_run):
     from dldl.errors import ConfigError
     from dldl.labels import LabelSet, expectation
-    from dldl.train import _targets, load_sources, load_training_data, model_spec
+    from dldl.training import build_targets, load_sources, load_training_data, model_spec
 
     teacher = tiny_run / "run" / "best.pt"
     (manifest,) = (tiny_run / "data").glob("*.csv")
@@ -276,7 +276,7 @@ def test_a_taught_source_takes_the_teachers_distribution_and_has_no_validation_s
     data = load_training_data(cfg, sources, labels, lambda s: load_cached(s, 36, cfg.cache_dir, 1), True)
     n = len(sources[0].train)
     assert data.val_images[0] is not None and data.val_images[1] is None
-    y, own = _targets(sources[0].train, cfg.target, cfg.sigma, labels)
+    y, own = build_targets(sources[0].train, cfg.target, cfg.sigma, labels)
     assert torch.allclose(data.target[:n], own.to(data.target.dtype)) and torch.equal(data.y[:n], y)  # distill 0: own targets
     theirs = torch.from_numpy(Estimator.from_checkpoint(teacher).predict_arrays(data.images[n:]).distribution)
     assert torch.allclose(data.target[n:], theirs.to(data.target.dtype), atol=1e-6)

@@ -115,8 +115,8 @@ def train(
       dldl train --profile cpu --root ../shared/data/utkface --out runs/tiny64
       dldl train --dataset csv --root my_faces.csv --out runs/mine --set init_from=mobilenet_v2-age --model mobilenet_v2 --input-size 96
     """
-    from dldl.train import TrainConfig
-    from dldl.train import train as run_training
+    from dldl.training import TrainConfig
+    from dldl.training import train as run_training
 
     options = dict(dataset=dataset, root=root, model=model, loss=loss, epochs=epochs, batch_size=batch_size,
                    input_size=input_size, out_dir=out, device=device, seed=seed, resume=resume or None,

@@ -152,12 +152,12 @@ def test_report_gives_in_interval_rate_and_coverage():
 
 
 def test_epoch_order_follows_the_weights():
-    from dldl.train import _epoch_order
+    from dldl.training import epoch_order
 
-    order = _epoch_order([10, 1000], [3.0, 1.0], 400, torch.Generator().manual_seed(0))
+    order = epoch_order([10, 1000], [3.0, 1.0], 400, torch.Generator().manual_seed(0))
     assert len(order) == 400 and int((order < 10).sum()) == 300  # the small source is cycled through
     assert set((order[order < 10]).tolist()) == set(range(10))
-    again = _epoch_order([10, 1000], [3.0, 1.0], 400, torch.Generator().manual_seed(0))
+    again = epoch_order([10, 1000], [3.0, 1.0], 400, torch.Generator().manual_seed(0))
     assert torch.equal(order, again)
 
 
@@ -177,7 +177,7 @@ def scut_release_source(tmp_path: Path) -> dict:
 def test_a_source_on_another_scale_is_mapped_onto_the_common_one(tmp_path):
     """Mixed training over sets scored on different scales: ``scale: [a, b]`` maps a source's labels
     (train, val and test) to ``a * label + b``, and its own ``sigma`` builds its targets."""
-    from dldl.train import TrainConfig, _targets, load_sources
+    from dldl.training import TrainConfig, build_targets, load_sources
 
     plain = scut_release_source(tmp_path)
     cfg = TrainConfig.from_sources(overrides={"task": "beauty", "labels": "1:10:0.1", "sigma": "1.0", "sources": [
@@ -187,7 +187,7 @@ def test_a_source_on_another_scale_is_mapped_onto_the_common_one(tmp_path):
     for a, b in ((raw.train, mapped.train), (raw.val, mapped.val), (raw.test, mapped.test)):
         assert [2.25 * x.label - 1.25 for x in a.samples] == pytest.approx([x.label for x in b.samples])
     labels = LabelSet(1, 10, 0.1)
-    _, t = _targets(mapped.train, mapped.target, mapped.sigma, labels)
+    _, t = build_targets(mapped.train, mapped.target, mapped.sigma, labels)
     t, v = t.double().numpy(), labels.values()
     spread = np.sqrt((t * (v - (t * v).sum(1, keepdims=True)) ** 2).sum(1))
     assert spread == pytest.approx(0.675, abs=0.01)  # the source's own sigma, on the common scale
@@ -200,7 +200,7 @@ def test_a_label_range_keeps_only_the_samples_inside_it_in_every_split(tmp_path)
     """``label_range: [low, high]`` keeps a source's samples whose truth lies inside, in train, val
     and test (a range drawn more often when the set is listed again with it); an empty range stops
     the run with one line."""
-    from dldl.train import TrainConfig, load_sources
+    from dldl.training import TrainConfig, load_sources
 
     plain = scut_release_source(tmp_path)
     every = sorted(x.label for x in load_sources(TrainConfig.from_sources(overrides={"sources": [plain, plain]}))[0].train.samples)

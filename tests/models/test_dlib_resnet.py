@@ -135,7 +135,7 @@ def test_real_weights_compute_dlibs_own_descriptor():
 
 def test_training_config_refuses_a_side_the_network_cannot_take():
     from dldl.errors import ConfigError
-    from dldl.train import TrainConfig, _check_config
+    from dldl.training import TrainConfig, check_config
 
     with pytest.raises(ConfigError, match="input_size 96: must be at least 128 for dlib_resnet29"):
-        _check_config(TrainConfig(model="dlib_resnet29", input_size=96))
+        check_config(TrainConfig(model="dlib_resnet29", input_size=96))

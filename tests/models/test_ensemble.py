@@ -14,7 +14,7 @@ from dldl.runtime import Estimator
 from dldl.hub import combine
 from dldl.models.spec import ModelSpec
 from dldl.hub import load
-from dldl.train import TrainConfig
+from dldl.training import TrainConfig
 
 
 @pytest.fixture(scope="module")

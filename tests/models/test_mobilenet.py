@@ -19,7 +19,7 @@ from dldl.models import backbone_weights, create_model, list_models
 from dldl.models.backbone_weights import backbone_weights_path, load_backbone_weights
 from dldl.models.spec import ModelSpec
 from dldl.runtime import Estimator
-from dldl.train import TrainConfig, train
+from dldl.training import TrainConfig, train
 
 NAMES = ["mobilenet_v2", "efficientnet_lite0"]
 
