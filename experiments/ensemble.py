@@ -4,8 +4,10 @@ their estimates, on the MEBeauty val and test crops and the SCUT-FBP5500 60/40 t
 A ceiling for what one network could learn from the others (distillation, weight soups); N
 networks cost N times one. Each model runs from one view (no flip TTA), on the crops of its own
 template, as ``dldl eval`` reads the sets. ``--out FILE`` also writes the models as one ensemble
-checkpoint (:mod:`dldl.models.ensemble`: the mean of their distributions, whose estimate is the
-mean of theirs), to calibrate, evaluate and ship like any other; an existing FILE is never replaced.
+checkpoint (:func:`dldl.release.combine`: the mean of their distributions, whose estimate is the
+mean of theirs), to calibrate and evaluate; an existing FILE is never replaced. To ship an
+ensemble, ``dldl release RUN RUN ... --name NAME --card CARD.json`` calibrates the members,
+combines, calibrates and installs it in one go.
 
 ``--subsets`` also reports the mean of every smaller group of two or more, to see which pair carries the gain.
 
@@ -23,12 +25,11 @@ import numpy as np
 
 from dldl.data.cache import load_cached
 from dldl.data.datasets import load_dataset
-from dldl.checkpoint import save_checkpoint
-from dldl.errors import DldlError, run_script
-from dldl.runtime import Estimator
-from dldl.metrics import pearson
-from dldl.hub import combine
+from dldl.errors import run_script
 from dldl.hub import resolve
+from dldl.metrics import pearson
+from dldl.release import check_new, combine, save_new
+from dldl.runtime import Estimator
 
 SETS = [("mebeauty", "../shared/data/mebeauty", "val"), ("mebeauty", "../shared/data/mebeauty", "test"),
         ("scut-fbp5500", "data_external/scut5500", "test")]
@@ -64,9 +65,8 @@ def main() -> None:
     ap.add_argument("--subsets", action="store_true", help="also the mean of every smaller group of two or more models")
     a = ap.parse_args()
     if a.out is not None:
-        if a.out.exists():
-            raise DldlError(f"{a.out}: exists already; give another --out or move it away")
-        print(f"wrote {save_checkpoint(a.out, combine(a.models))}")
+        check_new(a.out)
+        print(f"wrote {save_new(a.out, combine(a.models)[0])}")
     estimators = {m: Estimator.from_checkpoint(resolve(m).path) for m in a.models}
     out: dict[str, dict[str, float]] = {}
     for name, root, split in SETS:

@@ -404,8 +404,7 @@ def test_model_whose_metadata_does_not_match_its_weights(tmp_path):
 
 @pytest.mark.parametrize("script, args", [
     ("calibrate.py", ["{missing}", "{tmp}/out.pt"]),
-    ("soup.py", ["{missing}", "{missing}", "--out", "{tmp}/soup.pt"]),
-    ("reference_quantiles.py", ["{missing}", "--dataset", "mebeauty", "--root", "{tmp}"]),  # a model name: its card is looked up
+    ("ensemble.py", ["{missing}", "{missing}", "--out", "{tmp}/ensemble.pt"]),
 ])
 def test_experiment_scripts_name_a_missing_model_in_one_line(script, args, tmp_path):
     """The research scripts fail as the dldl commands do: one error line, exit status 2, no traceback."""

@@ -1,4 +1,4 @@
-"""The ``dldl`` command: train, eval, predict, export, serve, info.
+"""The ``dldl`` command: train, eval, predict, export, serve, release, info.
 
 Every error a user can cause (a bad path, an unreadable image, a malformed label file, a label
 outside the label set, a damaged checkpoint) is printed as one line naming the file and the
@@ -429,6 +429,43 @@ def serve(
     models = dict(TASKS) if task == "both" else {task: model or TASKS[task]}
     web = create_app(models, max_upload_bytes=int(max_upload_mb * 1e6))
     uvicorn.run(web, host=host, port=port, log_level="info")
+
+
+@app.command()
+def release(
+    runs: Annotated[list[str], typer.Argument(metavar="RUN", help="Run folders (their best.pt), checkpoints or shipped names; several make one "
+                                                   "ensemble of calibrated members (or with --soup a weight soup).", show_default=False)],
+    name: Annotated[str, typer.Option(help="The model's name: NAME.pt and NAME.json in the models folder.", show_default=False)],
+    card: Annotated[Path, typer.Option(help="JSON object of the card's own fields (summary, data, licence, ...).", show_default=False)],
+    one_view: Annotated[bool, typer.Option("--one-view", help="The model runs without flip TTA; calibrate on that one view.")] = False,
+    temperature: Annotated[Optional[float], typer.Option(help="Set this temperature instead of fitting one; reads no data.")] = None,
+    level: Annotated[float, typer.Option(help="The interval coverage the temperature is fitted to.")] = 0.9,
+    soup: Annotated[bool, typer.Option("--soup", help="Several RUNs: a greedy weight soup instead of an ensemble.")] = False,
+    reference: Annotated[Optional[str], typer.Option(help="DATASET:ROOT[:SPLIT]: percentiles among the model's estimates on "
+                                                          "these faces (beauty models; default split: the training split).")] = None,
+    metrics: Annotated[Optional[list[Path]], typer.Option(help="JSON of dldl eval --json/--out or benchmarks/generalization.py "
+                                                               "--json: its rows go into the card's metrics (repeatable).")] = None,
+    models_dir: Annotated[Optional[Path], typer.Option(help="Install here instead of the package's models folder.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(help="Keep the intermediate checkpoints here (default: the first RUN's folder).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace an installed model of the same name.")] = False,
+) -> None:
+    """Release trained runs as one shipped model: combine, calibrate, reference quantiles, card, install.
+
+    \b
+    Examples:
+      dldl release runs/age_teens --name mobilenet_v2-age --card card.json --replace
+      dldl release runs/a runs/b --name my-beauty --card card.json --one-view --reference mebeauty:../shared/data/mebeauty:train
+    """
+    import shlex
+
+    from dldl.release import release as run_release
+
+    command = "dldl " + shlex.join(sys.argv[1:])
+    done = run_release(runs, name, card, one_view=one_view, temperature=temperature, level=level, soup=soup, reference=reference,
+                       metrics=metrics or [], models_dir=models_dir, out_dir=out_dir, replace=replace, command=command,
+                       log=lambda line: err.print(escape(printable(line)), soft_wrap=True))
+    typer.echo(json.dumps({"model": str(done.model), "card": str(done.card), "temperature": done.card_data["temperature"],
+                           "kept": [str(p) for p in done.kept]}))
 
 
 @app.command()

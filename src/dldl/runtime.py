@@ -104,9 +104,17 @@ class Estimator:
                         ) -> "Estimator":
         """Load a checkpoint written by ``dldl train`` (EMA weights when it has them). ``spec``
         (a model card's) replaces the file's own; it must describe the same network."""
-        from dldl.checkpoint import load_checkpoint, model_weights
+        from dldl.checkpoint import load_checkpoint
 
-        ck = load_checkpoint(path)
+        return cls.from_payload(load_checkpoint(path), path, device, spec)
+
+    @classmethod
+    def from_payload(cls, ck: dict[str, Any], path: str | Path = "the checkpoint", device: str | torch.device = "cpu",
+                     spec: ModelSpec | None = None) -> "Estimator":
+        """:meth:`from_checkpoint` for a checkpoint payload already in memory (a calibrated or
+        combined model not written yet); ``path`` names it in errors."""
+        from dldl.checkpoint import model_weights
+
         own = ModelSpec.from_payload(ck, path)
         if spec is not None and own.replace(label_range=None, temperature=1.0) != spec.replace(label_range=None, temperature=1.0):
             raise CheckpointError(path, "the model card's spec describes another network than the file's")
