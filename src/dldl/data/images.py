@@ -15,15 +15,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dldl.errors import DataError
+from dldl.errors import DataError, first_line
 
 MAX_PIXELS = 60_000_000  # ~ 7700 x 7700; larger files are refused (decompression-bomb guard)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+READ_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "TIFF", "GIF", "AVIF", "PPM")  # JPEG covers MPO (multi-picture) files
+"""The formats dldl opens (Pillow's plugins for them, and no others): photo formats. Anything else
+(ICO, DDS, EPS, PSD, ...) is refused as an unknown format before a plugin parses it."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".mpo", ".ppm", ".pgm", ".pnm")
+"""The file names a folder scan picks up: those of :data:`READ_FORMATS`."""
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image, name: str | Path = "<image>") -> Image.Image:
+    if img.mode == "F":  # float pixels: a photo in 0..1 (or already 0..255); other ranges are no photo
+        arr = np.asarray(img, dtype=np.float64)
+        top = float(np.max(arr)) if arr.size and np.isfinite(arr).all() else float("nan")
+        if not (np.isfinite(top) and arr.min() >= 0 and top <= 255):
+            raise DataError(name, "floating-point pixels outside 0..1 and 0..255: not a photo (convert it to 8-bit)")
+        img = Image.fromarray(np.clip(np.rint(arr * (255.0 if top <= 1.0 else 1.0)), 0, 255).astype(np.uint8), "L")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)  # 16-bit range 0..65535 -> 0..255; an "I" image holding 8-bit values stays
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise DataError(name, "32-bit integer pixels beyond the 16-bit range: not an 8- or 16-bit photo (convert it to 8-bit)")
         scale = 255.0 / 65535.0 if arr.size and arr.max() > 255 else 1.0
         img = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -54,8 +66,12 @@ def _exif_upright(img: Image.Image, path: Path) -> Image.Image:
 
 def upright_rgb(img: Image.Image, name: str | Path = "<image>") -> Image.Image:
     """``img`` (any mode) turned upright by its EXIF orientation and made 8-bit RGB, as
-    :func:`read_image` does for files; ``name`` is what a damaged-EXIF warning calls it."""
-    return _to_rgb(_exif_upright(img, Path(name)))
+    :func:`read_image` does for files; ``name`` is what a damaged-EXIF warning or a refusal calls it.
+
+    Raises:
+        DataError: pixels that are no photo (floats or 32-bit integers beyond a photo's range).
+    """
+    return _to_rgb(_exif_upright(img, Path(name)), name)
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -85,7 +101,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
+            with Image.open(p, formats=READ_FORMATS) as img:
                 w, h = img.size
                 if w * h > min(max_pixels, MAX_PIXELS):
                     raise _too_large(p, f"is {w}x{h} = {w * h:,} pixels", min(max_pixels, MAX_PIXELS))
@@ -99,9 +115,13 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         m = re.search(r"\((\d+) pixels\)", str(e))
         raise _too_large(p, f"has {int(m[1]):,} pixels" if m else "has too many pixels") from None
     except UnidentifiedImageError:
-        raise DataError(p, "not a readable image (unknown format or corrupted)") from None
+        raise DataError(p, f"not a readable image (unknown format or corrupted); dldl reads {', '.join(READ_FORMATS)}") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(p, f"cannot decode image: {e}") from None
+        raise DataError(p, f"cannot decode image: {first_line(e)}") from None
+    except MemoryError:
+        raise DataError(p, "cannot decode image: not enough memory for its pixels") from None
+    except Exception as e:  # noqa: BLE001 -- Pillow's plugins raise TypeError, RuntimeError, NotImplementedError... on damaged files
+        raise DataError(p, f"cannot decode image ({type(e).__name__}: {first_line(e)[:160]})") from None
 
 
 def square_resize(img: Image.Image, size: int) -> np.ndarray:
