@@ -161,7 +161,7 @@ def eval_(
     if split is None:
         split = get_dataset(dataset).test_split
     if out is not None:
-        check_output_file(out, "--out")
+        check_output_file(out, "--out", [root])
     if plots is not None:
         check_output_dir(plots, "--plots")
     estimator = load(model, device)
@@ -243,7 +243,7 @@ def predict(
         raise DldlError("--plot-distributions writes one plot per photo into --save-dir: give --save-dir DIR")
     # every output path is checked before any inference, so a bad one costs nothing
     if csv_path is not None:
-        check_output_file(csv_path, "--csv")
+        check_output_file(csv_path, "--csv", files)
     if save_dir is not None:
         check_output_dir(save_dir, "--save-dir")
     if not 0 <= min_score <= 1:
@@ -387,7 +387,7 @@ def _print_table(results: list[Any]) -> None:
 def export(
     model: Annotated[str, typer.Option(help="A shipped model name or a checkpoint path.")] = DEFAULT_MODEL,
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default: MODEL.onnx / MODEL.torchscript).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (default: MODEL.onnx / MODEL.torchscript, a run's named after its folder).")] = None,
 ) -> None:
     """Export a model for deployment; the file carries its label set and input geometry.
 
@@ -395,12 +395,14 @@ def export(
     """
     from dldl.export import FORMATS
     from dldl.export import export as run_export
-    from dldl.hub import load
+    from dldl.hub import RUN_CHECKPOINT, load, resolve
     from dldl.outputs import check_output_file
 
     if fmt not in FORMATS:
         raise DldlError(f"--format {fmt!r}: must be one of {', '.join(FORMATS)}")
-    target = check_output_file(output or Path(f"{Path(model).stem}.{fmt}"), "--output")
+    weights = resolve(model)
+    stem = weights.path.parent.name if weights.path.name in (RUN_CHECKPOINT, "last.pt") else weights.path.stem  # a run: its folder's name
+    target = check_output_file(output or Path(f"{stem}.{fmt}"), "--output", [weights.path])
     path = run_export(load(model), target, fmt)
     typer.echo(f"wrote {printable(str(path))} ({path.stat().st_size / 1e6:.2f} MB)")
 

@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import re
 import stat
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from dldl.errors import DldlError
+
+
+class OutputWarning(UserWarning):
+    """An output path needs something the user may not expect (a folder created for it)."""
 
 
 def _first_existing(path: Path) -> Path:
@@ -31,20 +36,45 @@ def _check_parent(path: Path, option: str) -> None:
         raise DldlError(f"{option} {path}: cannot write in {anchor} (permission denied or read-only)")
 
 
-def check_output_file(path: str | Path, option: str) -> Path:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return folder.is_dir() and path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def check_output_file(path: str | Path, option: str, inputs: Sequence[str | Path] = ()) -> Path:
     """``path`` if a new file can be written there (atomically: a temporary file beside it, then a
-    rename), else one :class:`~dldl.errors.DldlError` line: it is a folder, it is not a regular
-    file (``/dev/full``, a FIFO), a parent is a file, or the folder is not writable.
+    rename), else one :class:`~dldl.errors.DldlError` line: it is one of the command's ``inputs``
+    (a file, or a file inside an input folder), it is a folder, it is not a regular file
+    (``/dev/full``, a FIFO), a parent is a file, or the folder is not writable. A folder that does
+    not exist yet is created when the file is written, and a warning says so.
 
     >>> import tempfile; d = Path(tempfile.mkdtemp())
-    >>> check_output_file(d / "new" / "out.csv", "--csv") == d / "new" / "out.csv"
+    >>> check_output_file(d / "out.csv", "--csv") == d / "out.csv"
     True
+    >>> _ = (d / "photo.jpg").write_bytes(b"x")
+    >>> check_output_file(d / "photo.jpg", "--csv", [d / "photo.jpg"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    dldl.errors.DldlError: --csv ...photo.jpg: is an input of this command; writing there would destroy it: give another file name
     >>> check_output_file(d, "--csv")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     dldl.errors.DldlError: --csv ...: is a folder; give a file name
     """
     p = Path(path)
+    for given in map(Path, inputs):
+        if _same_file(p, given) or p.absolute() == given.absolute() or _inside(p, given):
+            what = "is an input of this command" if not given.is_dir() else f"lies in the input folder {given}"
+            raise DldlError(f"{option} {p}: {what}; writing there would destroy it: give another file name")
     if p.is_dir():
         raise DldlError(f"{option} {p}: is a folder; give a file name")
     if p.exists() or p.is_symlink():
@@ -55,6 +85,8 @@ def check_output_file(path: str | Path, option: str) -> Path:
         if not stat.S_ISREG(mode):
             raise DldlError(f"{option} {p}: not a regular file (a device, FIFO or socket); give a file name")
     _check_parent(p, option)
+    if not p.absolute().parent.exists():
+        warnings.warn(f"{option} {p}: the folder {p.absolute().parent} does not exist; it is created", OutputWarning, stacklevel=2)
     return p
 
 
