@@ -96,7 +96,7 @@ def test_duplicate_rows_are_dropped_with_a_counted_warning(images, tmp_path, mon
     manifest = images / "manifest.csv"
     rows = manifest.read_text().splitlines()
     manifest.write_text("\n".join([*rows[:17], rows[1], rows[2]]) + "\n")  # 16 images, the first two repeated
-    with pytest.warns(DataWarning, match=r"2 duplicate row\(s\) dropped \(first: line 18 repeats line 2\)") as w:
+    with pytest.warns(DataWarning, match=r"2 duplicate row\(s\) dropped \(line 18 repeats line 2; line 19 repeats line 3\)") as w:
         code, out, err = dldl_train(monkeypatch, capsys, tmp_path, "--dataset", "csv", "--root", manifest, *NO_SPLITS)
     assert code == 0, err
     assert w[0].message.count == 2 and w[0].message.path == str(manifest)

@@ -102,11 +102,25 @@ def test_missing_label_file_and_missing_images(tmp_path):
 
 
 def test_duplicate_rows_dropped_with_counted_warning(tmp_path):
-    f = write(tmp_path / "m.csv", "path,label\na.jpg,1\nb.jpg,2\na.jpg,1\na.jpg,9\n")
+    f = write(tmp_path / "m.csv", "path,label\na.jpg,1\nb.jpg,2\na.jpg,1\na.jpg,1.0\n")
     with pytest.warns(DataWarning, match="2 duplicate row") as w:
         s = read_manifest_csv(f, require_images=False)
     assert [x.label for x in s.samples] == [1.0, 2.0]
-    assert w[0].message.count == 2 and "line 4 repeats line 2" in str(w[0].message)
+    assert w[0].message.count == 2 and "line 4 repeats line 2; line 5 repeats line 2" in str(w[0].message)
+
+
+def test_conflicting_duplicate_rows_are_refused_naming_both(tmp_path):
+    """Reliability 3, item 6: a second row giving an image another label was dropped as a repeat."""
+    f = write(tmp_path / "m.csv", "path,label\na.jpg,1\nb.jpg,2\na.jpg,9\n")
+    with pytest.raises(DataError, match=r"m\.csv: line 4 and line 2 give a\.jpg different labels \(9 against 1\)"):
+        read_manifest_csv(f, require_images=False)
+
+
+def test_a_label_with_an_underscore_is_not_a_number(tmp_path):
+    """Reliability 3, item 6: float() read "1_0" as 10."""
+    f = write(tmp_path / "m.csv", "path,label\na.jpg,1_0\n")
+    with pytest.raises(DataError, match=r"line 2: label '1_0' is not a number"):
+        read_manifest_csv(f, require_images=False)
 
 
 # --------------------------------------------------------------------------- UTKFace

@@ -3,7 +3,8 @@
 Every problem a user can cause (missing file or column, empty file, non-numeric or NaN label,
 unknown split, image that does not exist) raises :class:`DataError` with one line naming the file
 and, where there is one, the line/row. Recoverable oddities issue a counted :class:`DataWarning`
-instead: duplicate rows (the later ones are dropped) and MEBeauty faces without an image (skipped).
+instead: repeated rows (the later ones are dropped; two rows giving one image different labels are an
+error naming both lines) and MEBeauty faces without an image (skipped).
 Image paths are checked (``require_images=True``) before anything is returned, so a broken split
 fails before training starts; pass ``require_images=False`` to read labels without images.
 
@@ -56,9 +57,14 @@ def _number(value: object, path: PathLike, where: str, what: str, minimum: float
     >>> _number("abc", "a.csv", "line 3", "age")
     Traceback (most recent call last):
     dldl.errors.DataError: a.csv: line 3: age 'abc' is not a number
+    >>> _number("1_0", "a.csv", "line 4", "age")
+    Traceback (most recent call last):
+    dldl.errors.DataError: a.csv: line 4: age '1_0' is not a number
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(path, f"{where}: {what} is empty")
+    if isinstance(value, str) and "_" in value:  # float() reads "1_0" as 10, as Python source would
+        raise DataError(path, f"{where}: {what} {value!r} is not a number")
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -186,23 +192,38 @@ def _image(base: Path, name: str, path: PathLike, where: str) -> Path:
     return base / name
 
 
+def _truth(s: Sample) -> str:
+    """A sample's label as a reader would say it: the value, or its interval, sigma and histogram when given."""
+    parts = [f"{s.label:g}" if s.interval is None else f"{s.interval[0]:g}-{s.interval[1]:g}"]
+    if s.sigma is not None:
+        parts.append(f"sigma {s.sigma:g}")
+    if s.histogram is not None:
+        parts.append("histogram " + " ".join(f"{c:g}" for c in s.histogram))
+    return ", ".join(parts)
+
+
 def _finish(name: str, sources: Sequence[PathLike], rows: _Rows, require_images: bool,
             bins: tuple[float, ...] | None = None) -> SampleList:
     """Drop duplicate images (counted warning), check non-empty and that images exist."""
     src = str(sources[0])
     if not rows:
         raise DataError(src, f"no samples for {name} (no data rows, or the split selects none)")
-    first: dict[Path, str] = {}
+    first: dict[Path, tuple[str, Sample]] = {}
     dups: list[str] = []
     for where, s in rows:
-        if s.path in first:
-            dups.append(f"{where} repeats {first[s.path]}")
+        if s.path not in first:
+            first[s.path] = (where, s)
+        elif s != first[s.path][1]:
+            w0, s0 = first[s.path]
+            raise DataError(src, f"{where} and {w0} give {s.path.name} different labels ({_truth(s)} against {_truth(s0)}); "
+                                 "keep one row per image")
         else:
-            first[s.path] = where
+            dups.append(f"{where} repeats {first[s.path][0]}")
     if dups:
-        msg = f"{len(dups)} duplicate row(s) dropped (first: {dups[0]})"
+        shown = "; ".join(dups[:3]) + (f"; ... and {len(dups) - 3} more" if len(dups) > 3 else "")
+        msg = f"{len(dups)} duplicate row(s) dropped ({shown})"
         warnings.warn(DataWarning(src, len(dups), msg), stacklevel=3)
-        rows = [(w, s) for w, s in rows if first[s.path] == w]
+        rows = [(w, s) for w, s in rows if first[s.path][0] == w]
     if require_images:
         missing = [f"{w}: {s.path}" for w, s in rows if not s.path.is_file()]
         if missing:
