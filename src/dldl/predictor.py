@@ -231,7 +231,7 @@ class Predictor:
             writer = None
             if save is not None:
                 tmp = stack.enter_context(atomic_path(save))
-                writer = stack.enter_context(VideoWriter(tmp, rate))
+                writer = stack.enter_context(VideoWriter(tmp, rate, source, save))
 
             def draw(frame, faces, ids, writer=writer):  # noqa: ANN001
                 if writer is not None:

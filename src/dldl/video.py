@@ -12,6 +12,7 @@ Clips are decoded by PyAV, whose wheels bundle FFmpeg: nothing is downloaded at 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,31 +200,73 @@ def track_faces(frames: Iterator[Frame], predictor: Any, min_iou: float = 0.3, m
 
 
 class VideoWriter:
-    """Annotated frames into an H.264 MP4 (``with VideoWriter(path, fps) as w: w.write(rgb)``)."""
+    """Annotated frames into an H.264 MP4 (``with VideoWriter(path, fps) as w: w.write(rgb)``).
 
-    def __init__(self, path: str | Path, fps: float) -> None:
+    The clip takes the size of its first frame, each side made even as yuv420p needs: an odd side
+    loses its last row or column, and a side of 1 pixel is padded to 2 (so a 1x1 video gives a 2x2
+    clip instead of an encoder error). A later frame of another size is cropped or padded (black)
+    to that size, never scaled, so the boxes drawn on it stay in place.
+    """
+
+    def __init__(self, path: str | Path, fps: float, source: str | Path | None = None,
+                 target: str | Path | None = None) -> None:
         import av
 
         self.path, self.fps, self.av = Path(path), fps, av
-        self.container = av.open(str(path), mode="w", format="mp4")
+        self.source, self.target = source, target or path  # named in errors: the video annotated, the clip's final path
         self.stream = None
+        with self._errors():
+            self.container = av.open(str(path), mode="w", format="mp4")
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """An encoder or muxer error as one :class:`DataError` line naming the video annotated."""
+        try:
+            yield
+        except self.av.error.FFmpegError as e:
+            raise DataError(self.source, f"cannot write the annotated video {self.target} ({first_line(e)})") from None
 
     def write(self, image: np.ndarray) -> None:
-        h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2  # yuv420p needs even sides
-        if self.stream is None:
-            from fractions import Fraction
+        """Encode one ``(H, W, 3)`` uint8 RGB frame (fitted to the clip's size, see the class)."""
+        with self._errors():
+            if self.stream is None:
+                from fractions import Fraction
 
-            self.stream = self.container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1000))
-            self.stream.width, self.stream.height, self.stream.pix_fmt = w, h, "yuv420p"
-        frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+                h, w = (max(2, side // 2 * 2) for side in image.shape[:2])  # yuv420p needs even sides
+                self.stream = self.container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1000))
+                self.stream.width, self.stream.height, self.stream.pix_fmt = w, h, "yuv420p"
+            frame = self.av.VideoFrame.from_ndarray(fit_frame(image, self.stream.height, self.stream.width), format="rgb24")
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
 
     def __enter__(self) -> "VideoWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.stream is not None:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-        self.container.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # after an error: no flush, and a failing close does not hide the error
+            with contextlib.suppress(self.av.error.FFmpegError):
+                self.container.close()
+            return
+        with self._errors():
+            try:
+                if self.stream is not None:
+                    for packet in self.stream.encode():
+                        self.container.mux(packet)
+            finally:
+                self.container.close()
+
+
+def fit_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` cropped or padded with black (at the bottom and right) to ``height`` x ``width``.
+
+    >>> fit_frame(np.full((1, 1, 3), 7, np.uint8), 2, 2)[:, :, 0].tolist()
+    [[7, 0], [0, 0]]
+    >>> fit_frame(np.zeros((5, 7, 3), np.uint8), 4, 6).shape
+    (4, 6, 3)
+    """
+    part = image[:height, :width]
+    if part.shape[:2] == (height, width):
+        return np.ascontiguousarray(part)
+    out = np.zeros((height, width, 3), np.uint8)
+    out[: part.shape[0], : part.shape[1]] = part
+    return out
