@@ -171,3 +171,18 @@ def test_an_encoder_error_is_one_line_naming_the_video(tmp_path, monkeypatch):
     assert str(e.value) == (f"{clip}: cannot write the annotated video {tmp_path / 'out' / 'clip_age.mp4'} "
                             "(Invalid argument: 'avcodec_open2' returned 22)")
     assert list((tmp_path / "out").iterdir()) == []  # no partial file left
+
+
+def test_a_clip_with_a_rotation_in_its_display_matrix_is_read_upright(tmp_path):
+    """A phone clip stores its frames turned and says so in a display matrix; the frames were read
+    as stored, so these faces, turned 90 degrees, were not found."""
+    upright = np.asarray(Image.open(PHOTO).convert("RGB").crop((0, 0, 500, 440)))
+    clip = encode(tmp_path / "portrait.mp4", [np.rot90(upright, 1)] * 4, rotation=-90)  # shown turned 90 degrees clockwise
+    frames = list(read_frames(clip, every=1))
+    assert [f.image.shape for f in frames] == [(440, 500, 3)] * 4
+    assert np.abs(frames[0].image.astype(int) - upright).mean() < 6  # the picture as shot (H.264 changes a little)
+    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
+    done = dldl_cli("predict", clip, "--json", "--every", "1")
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["track"], r["frames"]) for r in rows] == [(1, 4), (2, 4)], done.stdout + done.stderr
+    assert rows[0]["box"][0] < 200 < rows[1]["box"][0]  # in the upright frame: the left face, then the right one

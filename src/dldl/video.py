@@ -7,7 +7,8 @@ a track not seen for more than ``max_gap`` sampled frames ends. A track's estima
 the mean of its frames' distributions (its expectation equals the mean of the frames' estimates;
 its 5-95% interval is that of the pooled distribution), so one blurred frame cannot decide it.
 
-Clips are decoded by PyAV, whose wheels bundle FFmpeg: nothing is downloaded at run time.
+Clips are decoded by PyAV, whose wheels bundle FFmpeg: nothing is downloaded at run time. Each
+frame is turned upright as the stream's display matrix says (:func:`rotation`), as players show it.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def _check_sampling(every: int | None, fps: float | None) -> None:
 
 
 def read_frames(path: str | Path, every: int | None = None, fps: float | None = None) -> Iterator[Frame]:
-    """The frames of a video file: every ``every``-th frame, or ``fps`` frames a second of video
-    time (default: 2 a second).
+    """The frames of a video file, upright (:func:`rotation`): every ``every``-th frame, or ``fps``
+    frames a second of video time (default: 2 a second).
 
     Raises:
         DataError: naming the file, when it cannot be opened or decoded, has no video stream, or
@@ -82,9 +83,36 @@ def read_frames(path: str | Path, every: int | None = None, fps: float | None = 
                     continue
                 else:
                     next_time += 1.0 / fps  # type: ignore[operator]
-                yield Frame(i, round(t, 3), frame.to_ndarray(format="rgb24"))
+                yield Frame(i, round(t, 3), upright(frame.to_ndarray(format="rgb24"), rotation(frame, stream)))
         except av.error.FFmpegError as e:
             raise DataError(p, f"cannot decode the video ({first_line(e)})") from None
+
+
+def rotation(frame: Any, stream: Any) -> int:
+    """The degrees (0, 90, 180 or 270, counter-clockwise) by which a decoded frame must be turned to
+    be seen as its camera meant: phones store a portrait clip as landscape frames and say so in the
+    stream's display matrix. PyAV >= 13 reads the matrix (``VideoFrame.rotation``, counter-clockwise);
+    older ones fall back on the stream's ``rotate`` tag (clockwise, as older FFmpeg gave it). A
+    flip in the matrix is not applied (a mirrored face is still a face, of the same age).
+
+    >>> from types import SimpleNamespace as NS
+    >>> rotation(NS(rotation=-90), None), rotation(NS(rotation=-180), None), rotation(NS(), NS(metadata={"rotate": "90"}))
+    (270, 180, 270)
+    """
+    try:
+        degrees = frame.rotation if hasattr(frame, "rotation") else -float(stream.metadata.get("rotate", 0))
+        return round(degrees / 90) % 4 * 90
+    except (ValueError, OverflowError):  # a tag that is not a finite number: as if none
+        return 0
+
+
+def upright(image: np.ndarray, degrees: int) -> np.ndarray:
+    """``image`` turned ``degrees`` (a multiple of 90) counter-clockwise, as a contiguous array.
+
+    >>> upright(np.arange(6).reshape(2, 3), 90).tolist()
+    [[2, 5], [1, 4], [0, 3]]
+    """
+    return np.ascontiguousarray(np.rot90(image, degrees // 90)) if degrees % 360 else image
 
 
 def frame_rate(path: str | Path) -> float | None:
