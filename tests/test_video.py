@@ -186,3 +186,18 @@ def test_a_clip_with_a_rotation_in_its_display_matrix_is_read_upright(tmp_path):
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(r["track"], r["frames"]) for r in rows] == [(1, 4), (2, 4)], done.stdout + done.stderr
     assert rows[0]["box"][0] < 200 < rows[1]["box"][0]  # in the upright frame: the left face, then the right one
+
+
+def test_a_hard_cut_ends_every_track(tmp_path):
+    """Photo A for 6 frames, then photo B whose face stands where A's stood (box overlap 0.9): two
+    people, so two tracks (they were one track with the mean of both ages)."""
+    a = np.asarray(Image.open(PHOTOS_DIR / "anastasiya-pavlova-v6XumrQC1NA-unsplash.jpg").convert("RGB"))
+    b = np.asarray(Image.open(PHOTOS_DIR / "steward-masweneng-Ws4YEqBafus-unsplash.jpg").convert("RGB").crop((80, 36, 480, 436)))
+    clip = encode(tmp_path / "cut.mp4", [a] * 6 + [b] * 6)
+    frames = list(read_frames(clip, every=2))
+    one_box = [[(85.0, 75.0, 290.0, 340.0)]] * len(frames)  # a fake detector: the same box on every frame
+    assert [t.frames for t in track_faces(iter(frames), BoxesDetector(one_box))] == [[0, 2, 4], [6, 8, 10]]
+    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
+    rows = [json.loads(line) for line in dldl_cli("predict", clip, "--json", "--every", "2").stdout.splitlines()]
+    assert [(r["track"], r["first_frame"], r["last_frame"]) for r in rows] == [(1, 0, 4), (2, 6, 10)]
+    assert rows[0]["age"] < 20 < 30 < rows[1]["age"]  # the girl, then the man (9.8 and 41.6 as photos)

@@ -191,15 +191,63 @@ class Track:
                 "box": [round(v, 1) for v in self.boxes[-1]], "model": model, "model_version": version}
 
 
+CUT_HISTOGRAM = 0.2
+"""A shot change needs at least this much change between the grey histograms of two sampled frames:
+the share of pixels (0-1) that would have to move to another of 32 grey levels."""
+CUT_CORRELATION = 0.3
+"""... and at most this correlation (-1 to 1) between their 16x16 grey thumbnails. Both must agree,
+so a change of light (histogram only) or of framing (layout only) is not a cut. Measured on the
+bundled photos (histogram change, correlation): a cut from one to another 0.23-0.66, -0.08 to 0.06;
+light 30% darker 0.44-0.63, 1.0; a pan of a sixth of the frame 0.08-0.14, 0.40-0.46; a 1.25x zoom
+0.10-0.17, 0.46-0.53. A pan of a third of the frame or a 2x zoom between two samples may read as a
+cut, where the boxes would overlap too little to continue a track anyway. A cut between two shots
+of the same light and framing is not seen: box overlap alone decides there, as before."""
+
+
+def shot_signature(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`is_cut` compares: the 32-level grey histogram (summing to 1) and the 16x16 grey
+    thumbnail (zero mean, unit norm; all zeros for a flat frame) of a 64x64 sample of ``image``'s
+    pixels: a few microseconds a frame, whatever its size."""
+    h, w = image.shape[:2]
+    sample = image[np.linspace(0, h - 1, 64).astype(int)][:, np.linspace(0, w - 1, 64).astype(int)]
+    grey = sample[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    histogram = np.bincount(np.minimum(grey.astype(int) // 8, 31).ravel(), minlength=32) / grey.size
+    thumb = grey.reshape(16, 4, 16, 4).mean((1, 3))
+    thumb -= thumb.mean()
+    norm = float(np.linalg.norm(thumb))
+    return histogram, thumb / norm if norm > 1e-3 else thumb * 0
+
+
+def is_cut(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether the shot changes between two sampled frames (their :func:`shot_signature`): their
+    grey histograms differ by at least :data:`CUT_HISTOGRAM` and their layouts correlate at most
+    :data:`CUT_CORRELATION`.
+
+    >>> dark, light = np.zeros((48, 64, 3), np.uint8), np.full((48, 64, 3), 200, np.uint8)
+    >>> left = np.concatenate([dark[:, :32], light[:, 32:]], 1)
+    >>> is_cut(shot_signature(dark), shot_signature(light)), is_cut(shot_signature(left), shot_signature(left[:, ::-1]))
+    (True, False)
+    """
+    change = 0.5 * float(np.abs(before[0] - after[0]).sum())
+    return change >= CUT_HISTOGRAM and float((before[1] * after[1]).sum()) <= CUT_CORRELATION
+
+
 def track_faces(frames: Iterator[Frame], predictor: Any, min_iou: float = 0.3, max_gap: int = 2,
                 on_frame: Any = None) -> list[Track]:
     """Detect and estimate the faces of each frame with ``predictor`` and link them into tracks
-    (greedy, by the highest box overlap first). ``on_frame(frame, faces, track_ids)`` is called
-    for each frame (e.g. to write an annotated video). Tracks are numbered from 1 in order of
+    (greedy, by the highest box overlap first). At a shot change (:func:`is_cut`, between two
+    sampled frames) every track ends: a track never joins two shots, even where a face of the new
+    shot stands where one of the old stood. ``on_frame(frame, faces, track_ids)`` is called for
+    each frame (e.g. to write an annotated video). Tracks are numbered from 1 in order of
     appearance."""
     tracks: list[Track] = []
     active: list[Track] = []
+    shot = None
     for frame in frames:
+        if isinstance(frame.image, np.ndarray):
+            shot, previous = shot_signature(frame.image), shot
+            if previous is not None and is_cut(previous, shot):
+                active = []
         faces = predictor.predict(frame.image)
         pairs = sorted(((box_iou(t.boxes[-1], f.box), ti, fi) for ti, t in enumerate(active) for fi, f in enumerate(faces)),
                        reverse=True)
