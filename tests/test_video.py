@@ -200,4 +200,28 @@ def test_a_hard_cut_ends_every_track(tmp_path):
     pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     rows = [json.loads(line) for line in dldl_cli("predict", clip, "--json", "--every", "2").stdout.splitlines()]
     assert [(r["track"], r["first_frame"], r["last_frame"]) for r in rows] == [(1, 0, 4), (2, 6, 10)]
-    assert rows[0]["age"] < 20 < 30 < rows[1]["age"]  # the girl, then the man (9.8 and 41.6 as photos)
+    assert rows[0]["age"] < 20 < 30 < rows[1]["age"]  # the girl, then the woman (9.8 and 41.6 as photos)
+
+
+def test_the_annotated_clip_shows_each_tracks_estimate_on_every_frame_it_spans(tmp_path, monkeypatch):
+    """The clip showed each frame's own estimate (jumping from frame to frame, not the number in the
+    table) and nothing on a frame where the detector missed a tracked face."""
+    import dldl.annotate
+
+    drawn = []
+
+    def record(image, faces, task, numbers=None):
+        drawn.append([(n, face.value, tuple(face.box)) for n, face in zip(numbers, faces)])
+        return image
+
+    monkeypatch.setattr(dldl.annotate, "annotate_photo", record)
+    x = [(float(i), 0.0, i + 40.0, 40.0) for i in range(6)]  # estimated by x: 0, 1, 2, -, 4, 5
+    y = (100.0, 0.0, 140.0, 40.0)
+    predictor = fake_predictor([[x[0]], [x[1]], [x[2]], [y], [x[4], y], [x[5], y]])
+    video = predictor.video(make_clip(tmp_path / "clip.mp4", frames=6), every=1, save=tmp_path / "clip_age.mp4")
+    assert [(t.id, t.frames, t.estimate(None)[0]) for t in video.tracks] == [(1, [0, 1, 2, 4, 5], 2.0), (2, [3, 4, 5], 100.0)]
+    assert drawn == [[(1, 2.0, x[0])], [(1, 2.0, x[1])], [(1, 2.0, x[2])],
+                     [(1, 2.0, x[3]), (2, 100.0, y)],  # missed on frame 3: drawn between its boxes on frames 2 and 4
+                     [(1, 2.0, x[4]), (2, 100.0, y)], [(1, 2.0, x[5]), (2, 100.0, y)]]
+    with av.open(str(tmp_path / "clip_age.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 6
