@@ -225,3 +225,23 @@ def test_the_annotated_clip_shows_each_tracks_estimate_on_every_frame_it_spans(t
                      [(1, 2.0, x[4]), (2, 100.0, y)], [(1, 2.0, x[5]), (2, 100.0, y)]]
     with av.open(str(tmp_path / "clip_age.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 6
+
+
+def test_a_video_without_a_decodable_frame_is_one_line_with_save_dir(tmp_path):
+    """Its header only: no frame, so no annotated clip; the CLI said `error: out/.x_age.mp4.PID.tmp:
+    No such file or directory` (a temporary name) and the batch stopped."""
+    whole = tmp_path / "whole.mp4"
+    out = av.open(str(whole), "w", options={"movflags": "faststart"})  # the header before the frames
+    stream = out.add_stream("libx264", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+    for packet in [*stream.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")), *stream.encode()]:
+        out.mux(packet)
+    out.close()
+    data = whole.read_bytes()
+    header = tmp_path / "header.mp4"
+    header.write_bytes(data[: data.index(b"mdat") + 4])
+    assert list(read_frames(header)) == []
+    with pytest.raises(DataError) as e:
+        fake_predictor([]).video(header, save=tmp_path / "out" / "header_age.mp4")
+    assert str(e.value) == f"{header}: no frame could be decoded, so no annotated video {tmp_path / 'out' / 'header_age.mp4'} is written"
+    assert list((tmp_path / "out").iterdir()) == []

@@ -345,7 +345,8 @@ class VideoWriter:
     The clip takes the size of its first frame, each side made even as yuv420p needs: an odd side
     loses its last row or column, and a side of 1 pixel is padded to 2 (so a 1x1 video gives a 2x2
     clip instead of an encoder error). A later frame of another size is cropped or padded (black)
-    to that size, never scaled, so the boxes drawn on it stay in place.
+    to that size, never scaled, so the boxes drawn on it stay in place. A clip without frames is
+    refused when closed (a :class:`DataError` naming ``source``), not left missing.
     """
 
     def __init__(self, path: str | Path, fps: float, source: str | Path | None = None,
@@ -394,6 +395,8 @@ class VideoWriter:
                         self.container.mux(packet)
             finally:
                 self.container.close()
+        if self.stream is None:  # FFmpeg writes no file for a clip without frames
+            raise DataError(self.source, f"no frame could be decoded, so no annotated video {self.target} is written")
 
 
 def fit_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
