@@ -211,34 +211,23 @@ class Predictor:
               save: str | Path | None = None) -> VideoResult:
         """A video file (or, with ``frames``, a folder of frames sorted by name) -> its faces
         followed across the sampled frames (every ``every``-th frame, or ``fps`` a second; default
-        2 a second) as a :class:`VideoResult`; ``save``: an annotated MP4 of the sampled frames.
+        2 a second) as a :class:`VideoResult`; ``save``: an annotated MP4 of the sampled frames,
+        each face labelled with its track's estimate (the clip is read a second time for it).
 
         Raises:
-            DataError: the video cannot be read, naming it.
+            DataError: the video cannot be read, or its annotated MP4 cannot be encoded, naming it.
         """
-        import contextlib
+        from dldl.video import frame_rate, read_frame_folder, read_frames, track_faces, write_annotated
 
-        from PIL import Image
+        def sampled() -> Iterator[Any]:
+            return read_frame_folder(source, every) if frames else read_frames(source, every, fps)
 
-        from dldl.annotate import annotate_photo
-        from dldl.files import atomic_path
-        from dldl.video import VideoWriter, frame_rate, read_frame_folder, read_frames, track_faces
-
-        rate = (fps or 2.0) if frames or fps or not every else (frame_rate(source) or 25.0) / every
-        sampled = read_frame_folder(source, every) if frames else read_frames(source, every, fps)
-        task = self.estimator.task
-        with contextlib.ExitStack() as stack:
-            writer = None
-            if save is not None:
-                tmp = stack.enter_context(atomic_path(save))
-                writer = stack.enter_context(VideoWriter(tmp, rate))
-
-            def draw(frame, faces, ids, writer=writer):  # noqa: ANN001
-                if writer is not None:
-                    writer.write(np.asarray(annotate_photo(Image.fromarray(frame.image), faces, task, ids)))
-
-            tracks = track_faces(sampled, self, on_frame=draw)
-        return VideoResult(str(source), tracks, task, self.model, self.estimator.labels, self.estimator.version)
+        tracks = track_faces(sampled(), self)
+        task, labels = self.estimator.task, self.estimator.labels
+        if save is not None:
+            rate = (fps or 2.0) if frames or fps or not every else (frame_rate(source) or 25.0) / every
+            write_annotated(save, sampled(), tracks, labels, task, rate, source)
+        return VideoResult(str(source), tracks, task, self.model, labels, self.estimator.version)
 
 
 _PIPELINES: dict[tuple, Predictor] = {}
