@@ -87,3 +87,141 @@ def test_the_first_predict_from_many_threads_at_once_loads_one_predictor(monkeyp
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "a thread is stuck"
     assert len(out) == 8 and len(loads) == 1 and all(r == out[0] for r in out)
+
+
+def test_ctrl_c_in_predict_keeps_and_writes_what_is_done(tmp_path, monkeypatch):
+    from dldl import predictor
+
+    real = predictor.Predictor.stream
+
+    def interrupted(self, sources, bgr=False):
+        for n, result in enumerate(real(self, sources, bgr)):
+            if n == 2:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(predictor.Predictor, "stream", interrupted)
+    photos = sorted(PHOTOS_DIR.glob("*.jpg"))
+    out = tmp_path / "faces.csv"
+    run = _run("predict", *photos, "--json", "--csv", out)
+    assert run.exit_code == 130
+    import json
+
+    assert len(json.loads(run.stdout.strip().splitlines()[-1])) == 2
+    assert {r.split(",")[0] for r in out.read_text().splitlines()[1:]} == {str(p) for p in photos[:2]}
+    assert f"interrupted: 2 of {len(photos)} photos done" in run.stderr
+
+
+def test_ctrl_c_in_train_says_how_to_resume(tmp_path, monkeypatch):
+    import dldl.training
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dldl.training, "train", interrupted)
+    run = _run("train", "--dataset", "csv", "--root", tmp_path / "x.csv", "--out", tmp_path / "run")
+    assert run.exit_code == 130 and "--resume" in run.stderr
+
+
+def test_a_console_that_cannot_show_a_character_gets_the_results(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "LANG": "C", "LC_ALL": "C"}
+    run = subprocess.run([sys.executable, "-m", "dldl.cli", "predict", str(PHOTO)], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "UnicodeEncodeError" not in run.stderr and "age estimates" in run.stdout
+
+
+def test_urls_and_stdin_say_what_is_accepted():
+    run = _run("predict", "https://example.org/a.jpg")
+    assert run.exit_code == 1 and "URLs are not fetched: dldl works offline" in run.stderr
+    run = _run("predict", "-")
+    assert "standard input is not read" in run.stderr
+
+
+def test_one_unreadable_photo_is_one_error_line_not_a_table(tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    run = _run("predict", bad)
+    assert run.exit_code == 1 and run.stdout == ""
+    assert run.stderr.strip().startswith(f"error: {bad}: not a readable image")
+
+
+def test_many_annotated_photos_are_one_wrote_line_and_the_table_is_not_cut_when_piped(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n in range(7):
+        shutil.copy(PHOTO, folder / f"a-rather-long-file-name-that-would-be-cut-at-eighty-columns-{n}.jpg")
+    run = _run("predict", folder, "--save-dir", tmp_path / "out")
+    assert run.exit_code == 0
+    assert run.stderr.count("wrote ") == 1 and f"wrote 7 files into {tmp_path / 'out'}" in run.stderr
+    assert "eighty-columns-0.jpg" in run.stdout
+
+
+def test_a_failed_write_names_the_file_it_was_for(tmp_path):
+    import errno
+
+    from dldl.files import write_atomic
+
+    def full_disk(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as e:
+        write_atomic(tmp_path / "faces.csv", full_disk)
+    assert e.value.filename == str(tmp_path / "faces.csv") and not list(tmp_path.iterdir())
+
+
+def test_load_of_none_is_one_line_and_dldl_cache_is_read_sensibly(monkeypatch):
+    import dldl
+    from dldl.errors import DldlError
+    from dldl.files import cache_dir
+
+    with pytest.raises(DldlError, match="a model is a shipped name or a file path, not NoneType"):
+        dldl.load(None)
+    monkeypatch.setenv("DLDL_CACHE", "~/somewhere")
+    assert cache_dir() == Path.home() / "somewhere"
+    monkeypatch.setenv("DLDL_CACHE", "")
+    assert cache_dir() == Path.home() / ".cache" / "dldl"
+
+
+def test_a_damaged_reference_quantile_list_in_a_card_is_one_line(tiny_run, tmp_path, monkeypatch):
+    import json
+
+    from dldl.errors import CheckpointError
+    from dldl.hub import install, load
+
+    monkeypatch.setattr("dldl.hub.MODELS_DIR", tmp_path)
+    install(tiny_run / "run" / "best.pt", "toy", {"reference_estimates": {"quantiles": [1.0, "x"]}}, tmp_path)
+    with pytest.raises(CheckpointError, match=r"toy\.json: the model card's reference_estimates are damaged"):
+        load("toy")
+    assert json.loads((tmp_path / "toy.json").read_text())["name"] == "toy"
+
+
+def test_an_upper_case_onnx_suffix_is_an_onnx_file(tiny_run, tmp_path):
+    from dldl.export import export
+    from dldl.hub import load
+
+    path = export(load(tiny_run / "run"), tmp_path / "MODEL.ONNX", "onnx")
+    est = load(path)
+    assert type(est.model).__name__ == "OnnxNetwork"
+
+
+def test_info_is_a_table_or_json():
+    import json
+
+    run = _run("info", "--json")
+    about = json.loads(run.stdout)
+    assert run.exit_code == 0 and about["architectures"]["tiny_age_net"] == 934869
+    assert any(m["default"] and m["task"] == "beauty" for m in about["models"])
+
+
+def test_the_api_page_shows_no_raw_backticks():
+    from fastapi.testclient import TestClient
+
+    from dldl.serve import create_app
+
+    page = TestClient(create_app()).get("/docs").text
+    assert "``" not in page and "<code>POST /v1/predict</code>" in page

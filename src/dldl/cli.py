@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from dldl.assets import PHOTOS_DIR, SAMPLES_DIR
 from dldl.data.datasets import DATASETS
@@ -31,11 +32,12 @@ DEFAULT_MODEL = TASKS["age"]
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Facial age and attractiveness estimation by deep label-distribution learning (DLDL-v2).")
 err = Console(stderr=True, emoji=False, highlight=False)
-stdout = Console(emoji=False, highlight=False)
+stdout = Console(emoji=False, highlight=False, width=None if sys.stdout.isatty() else 200)  # piped: tables not cut at 80
 state = {"debug": False}
-EXIT_OK, EXIT_INPUTS, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
+EXIT_OK, EXIT_INPUTS, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 """Exit codes: success; some inputs could not be read (``predict --strict``, or none could);
-bad usage or bad input (one ``error:`` line); a crash, a bug in dldl (one line asking for ``--debug``)."""
+bad usage or bad input (one ``error:`` line); a crash, a bug in dldl (one line asking for ``--debug``);
+interrupted (Ctrl-C: ``dldl predict`` still writes what it finished)."""
 
 
 @app.callback()
@@ -50,6 +52,9 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
 def run() -> None:
     """Console entry point: run the app, turning user errors into one clear line."""
     warnings.formatwarning = _format_warning  # data warnings (skipped rows...) as one line each
+    for stream in (sys.stdout, sys.stderr):  # a console that cannot show a character gets a "?" or "\\xNN", not a crash
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower().replace("-", "") != "utf8":
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = app(standalone_mode=False)  # typer.Exit(n) inside a command comes back as the return value
         if isinstance(code, int) and code:
@@ -130,7 +135,12 @@ def train(
     cfg = TrainConfig.from_sources(profile, config, overrides)
     if cfg.root is None and cfg.dataset != "csv" and not cfg.sources:
         raise DldlError("no dataset folder: give --root DIR (e.g. --root ../shared/data/utkface)")
-    report = run_training(cfg)
+    try:
+        report = run_training(cfg)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: the run in {escape(printable(str(cfg.out_dir)))} keeps its last checkpoint; continue it with "
+                  "the same command and --resume", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if "test" in report:
         typer.echo(json.dumps({"test_mae": report["test"]["mae"], "best_val_mae": report["best_val_mae"],
                                "out": cfg.out_dir}))
@@ -146,7 +156,7 @@ def eval_(
     plots: Annotated[Optional[Path], typer.Option(help="Write PNG plots into this folder.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the JSON report to this file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report as the last stdout line.")] = False,
-    device: Annotated[str, typer.Option()] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (a GPU runs the network in torch).")] = "cpu",
     cache_dir: Annotated[Optional[str], typer.Option(help="Decoded-image cache folder (default ~/.cache/dldl).")] = None,
 ) -> None:
     """Evaluate a model on a dataset split: MAE, CS, epsilon-error, RMSE, Pearson, MAE by group."""
@@ -181,7 +191,7 @@ def eval_(
     table.add_column("metric")
     table.add_column("flip TTA", justify="right")
     table.add_column("no TTA", justify="right")
-    for key in ("mae", "rmse", "pearson", "cs5", "epsilon_error"):
+    for key in ("mae", "rmse", "pearson", "epsilon_error") if estimator.task == "beauty" else ("mae", "rmse", "pearson", "cs5", "epsilon_error"):  # CS(5): within 5 years
         if key in report:
             table.add_row(key, f"{report[key]:.4f}", f"{report['no_flip'][key]:.4f}")
     stdout.print(table)
@@ -203,7 +213,7 @@ def predict(
     distribution: Annotated[bool, typer.Option("--distribution", help="With --json, add each face's distribution.")] = False,
     full_table: Annotated[bool, typer.Option("--table", help="Print every face even for many photos (default: a summary over 20 photos).")] = False,
     runtime: Annotated[str, typer.Option(help="auto (ONNX Runtime on the CPU, else torch), onnx (the model is exported once and cached) or torch.")] = "auto",
-    device: Annotated[str, typer.Option()] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (a GPU runs the network in torch).")] = "cpu",
     strict: Annotated[bool, typer.Option("--strict", help="Exit with status 1 if any input could not be read.")] = False,
     every: Annotated[Optional[int], typer.Option(help="Videos: use every N-th frame.")] = None,
     fps: Annotated[Optional[float], typer.Option(help="Videos: sample this many frames a second (default 2).")] = None,
@@ -263,17 +273,21 @@ def predict(
     written: list[Path] = []
     failed: list[str] = []
     stream = predictor.stream(files)
-    for i, result in enumerate(track(stream, len(files), "predicting", enabled=len(files) > 3)):  # stderr, terminals only
-        results.append(result)
-        if save_dir is not None and not failed and result.error is None:
-            try:
-                written.append(result.save(pictures[i]))
-                if plots and result.faces and result.faces[0].distribution is not None:
-                    _plot_distributions(result, plots[i])
-                    written.append(plots[i])
-            except OSError as e:  # e.g. the disk filled: no more pictures, the estimates go on
-                failed.append(f"{printable(str(pictures[i].parent))}: {e.strerror or first_line(e)}")
-        result.image = None  # the pixels are not kept past their picture
+    interrupted = False
+    try:
+        for i, result in enumerate(track(stream, len(files), "predicting", enabled=len(files) > 3)):  # stderr, terminals only
+            results.append(result)
+            if save_dir is not None and not failed and result.error is None:
+                try:
+                    written.append(result.save(pictures[i]))
+                    if plots and result.faces and result.faces[0].distribution is not None:
+                        _plot_distributions(result, plots[i])
+                        written.append(plots[i])
+                except OSError as e:  # e.g. the disk filled: no more pictures, the estimates go on
+                    failed.append(f"{printable(str(pictures[i].parent))}: {e.strerror or first_line(e)}")
+            result.image = None  # the pixels are not kept past their picture
+    except KeyboardInterrupt:  # Ctrl-C: what is done is still printed and written, then exit 130
+        interrupted = True
     if csv_path is not None:
         try:
             write_atomic(csv_path, _write_csv, results, distribution)
@@ -282,19 +296,28 @@ def predict(
             failed.append(f"{printable(str(csv_path))}: {e.strerror or first_line(e)}")
     if as_json:
         typer.echo(json.dumps([r.to_dict(distribution) for r in results]))
+    elif len(results) == 1 and results[0].error:  # one photo that could not be read: one error line, no table
+        err.print(f"[bold red]error:[/] {escape(printable(results[0].error))}", soft_wrap=True)
     elif full_table or len(results) <= SUMMARY_OVER:
         _print_table(results)
     else:
         for line in summarize(results):
             stdout.print(printable(line), markup=False)
-    for path in written:
+    pictures_written = [p for p in written if p != csv_path]
+    if len(pictures_written) > WROTE_EACH_UP_TO:  # one line for many pictures, not one a photo
+        err.print(f"wrote {len(pictures_written)} files into {escape(printable(str(save_dir)))}", soft_wrap=True)
+    for path in written if len(pictures_written) <= WROTE_EACH_UP_TO else [p for p in written if p == csv_path]:
         _report_written(path)
     if failed:  # the estimates were printed above; what could not be written is named here
         for line in failed:
             err.print(f"[bold red]error:[/] could not write {escape(line)}", soft_wrap=True)
         raise typer.Exit(EXIT_USAGE)
+    if interrupted:
+        err.print(f"interrupted: {len(results)} of {len(files)} photos done; their results are above"
+                  + (" and in the files written" if written else ""), soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
     unreadable = sum(1 for r in results if r.error)
-    if unreadable == len(results) or (strict and unreadable):
+    if not results or unreadable == len(results) or (strict and unreadable):
         raise typer.Exit(EXIT_INPUTS)
 
 
@@ -365,6 +388,8 @@ def _write_csv(path: Path, results: list[Any], distribution: bool = False) -> No
 
 
 SUMMARY_OVER = 20
+WROTE_EACH_UP_TO = 5
+"""Up to this many annotated pictures get a ``wrote PATH`` line each; more get one line for the folder."""
 """``dldl predict`` prints a summary instead of the full table for more photos than this (``--table``: always the table)."""
 
 
@@ -471,7 +496,7 @@ def release(
 
 
 @app.command()
-def info() -> None:
+def info(as_json: Annotated[bool, typer.Option("--json", help="Print it all as one JSON object.")] = False) -> None:
     """Versions, device, architectures (with parameter counts) and shipped models."""
     import torch
 
@@ -479,26 +504,32 @@ def info() -> None:
     from dldl.hub import list_pretrained, model_card
     from dldl.models import create_model, list_models
 
-    console = stdout
-    console.print(f"dldl {dldl.__version__}, torch {torch.__version__}, "
-                  f"cuda {'available' if torch.cuda.is_available() else 'not available'}, {torch.get_num_threads()} threads")
+    about = {"dldl": dldl.__version__, "torch": torch.__version__, "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(),
+             "architectures": {name: None if name == "ensemble" else sum(p.numel() for p in create_model(name).parameters())
+                               for name in list_models()},
+             "models": []}
+    for name in list_pretrained():
+        card = model_card(name)
+        about["models"].append({"name": name, "task": card.get("task", "age"), "default": name in TASKS.values(),
+                                "trained_on": (card.get("spec") or {}).get("label_range"), "summary": card.get("summary", "")})
+    if as_json:
+        typer.echo(json.dumps(about))
+        return
+    stdout.print(f"dldl {about['dldl']}, torch {about['torch']}, cuda {'available' if about['cuda'] else 'not available'}, "
+                 f"{about['threads']} threads")
     table = Table(title="architectures (101-way head)")
     table.add_column("name")
     table.add_column("parameters", justify="right")
-    for name in list_models():
-        count = "its members'" if name == "ensemble" else f"{sum(p.numel() for p in create_model(name).parameters()):,}"
-        table.add_row(name, count)
-    console.print(table)
-    shipped = list_pretrained()
-    if not shipped:
-        console.print("no shipped models yet")
-    for name in shipped:
-        card = model_card(name)
-        span = (card.get("spec") or {}).get("label_range")
-        what = {"age": "ages", "beauty": "scores"}.get(card.get("task", "age"), "labels")
-        trained = f" (trained on {what} {span[0]:g}-{span[1]:g})" if span else ""
-        default = " (default)" if name in TASKS.values() else ""
-        console.print(escape(f"shipped: {name}{default}{trained}: {card.get('summary', '')}"))
+    for name, count in about["architectures"].items():
+        table.add_row(name, "its members'" if count is None else f"{count:,}")
+    stdout.print(table)
+    models = Table(title="shipped models (dldl predict --model NAME)")
+    for col in ("name", "task", "trained on", "summary"):
+        models.add_column(col)
+    for m in about["models"]:
+        span = f"{m['trained_on'][0]:g}-{m['trained_on'][1]:g}" if m["trained_on"] else ""
+        models.add_row(m["name"] + (" (default)" if m["default"] else ""), m["task"], span, Text(m["summary"]))
+    stdout.print(models if about["models"] else "no shipped models yet")
 
 
 if __name__ == "__main__":

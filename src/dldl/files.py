@@ -20,9 +20,17 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")  # atomic_path's temp
 
 
 def cache_dir() -> Path:
-    """dldl's cache folder: ``$DLDL_CACHE`` if set, else ``~/.cache/dldl`` (decoded images,
-    ONNX copies of the shipped models)."""
-    return Path(os.environ.get("DLDL_CACHE", Path.home() / ".cache" / "dldl"))
+    """dldl's cache folder: ``$DLDL_CACHE`` if set and not empty (``~`` expanded), else
+    ``~/.cache/dldl`` (decoded images, ONNX copies of the shipped models).
+
+    >>> os.environ["DLDL_CACHE"] = "~/x"; cache_dir() == Path.home() / "x"
+    True
+    >>> os.environ["DLDL_CACHE"] = ""; cache_dir() == Path.home() / ".cache" / "dldl"
+    True
+    >>> del os.environ["DLDL_CACHE"]
+    """
+    given = os.environ.get("DLDL_CACHE", "").strip()
+    return Path(given).expanduser() if given else Path.home() / ".cache" / "dldl"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -54,6 +62,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, p)
+    except OSError as e:  # a full disk or a failed write names the file it was for, not the temporary one
+        if e.filename is None or os.fspath(e.filename) == os.fspath(tmp):
+            raise OSError(e.errno, e.strerror or str(e), os.fspath(p)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -20,6 +20,7 @@ copy checks out.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -193,7 +194,16 @@ def _card_meta(weights: Weights) -> dict[str, Any]:
     meta: dict[str, Any] = {"sha256": weights.sha256}
     ref = weights.card.get("reference_estimates")
     if ref:
-        meta["reference_quantiles"] = ref["quantiles"]
+        q = ref.get("quantiles") if isinstance(ref, dict) else None
+        try:
+            ok = q is not None and len(q) == 101 and all(math.isfinite(float(v)) for v in q) and \
+                all(float(a) <= float(b) for a, b in zip(q, q[1:]))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise CheckpointError(weights.path.with_suffix(".json"), "the model card's reference_estimates are damaged "
+                                  "(they must hold 101 non-decreasing quantiles); reinstall the model")
+        meta["reference_quantiles"] = [float(v) for v in q]
     return meta
 
 

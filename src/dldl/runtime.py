@@ -216,7 +216,7 @@ def load_exported(path: str | Path, threads: int | None = None) -> Estimator:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(p, "model file not found")
-    if p.suffix == ".onnx":
+    if p.suffix.lower() == ".onnx":
         net: Any = OnnxNetwork(p, threads)
         spec = net.spec
     else:

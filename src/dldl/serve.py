@@ -124,6 +124,17 @@ def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, deadline:
     return JSONResponse(result.to_dict(distribution=True))
 
 
+def _code(text: str) -> str:
+    """Docstring markup (``code``, `code`) as HTML ``<code>``, so /docs shows no raw backticks.
+
+    >>> _code("a ``dldl predict --json`` entry and `x`")
+    'a <code>dldl predict --json</code> entry and <code>x</code>'
+    """
+    import re
+
+    return re.sub(r"``(.+?)``|`(.+?)`", lambda m: f"<code>{m[1] or m[2]}</code>", text)
+
+
 def _docs_page(schema: dict[str, Any]) -> str:
     """The API reference as one HTML page that loads nothing: each route, its parameters and answers."""
     from html import escape
@@ -136,14 +147,14 @@ def _docs_page(schema: dict[str, Any]) -> str:
                 params = ", ".join(filter(None, [params, "multipart form field 'file' (the photo)"]))
             answers = "; ".join(f"{code}: {r.get('description', '')}" for code, r in op.get("responses", {}).items())
             rows.append(f"<tr><td><code>{escape(method.upper())} {escape(path)}</code></td><td>{escape(op.get('summary', ''))}"
-                        f"<br><small>{escape(op.get('description', '') or '')}</small></td><td>{escape(params)}</td>"
+                        f"<br><small>{_code(escape(op.get('description', '') or ''))}</small></td><td>{escape(params)}</td>"
                         f"<td><small>{escape(answers)}</small></td></tr>")
     info = schema.get("info", {})
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(info.get('title', ''))} API</title>"
             "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}</style></head><body>"
             f"<h1>{escape(info.get('title', ''))} {escape(str(info.get('version', '')))} API</h1>"
-            f"<p>{escape(info.get('description', ''))}</p><p>The machine-readable schema: <a href='/openapi.json'>/openapi.json</a> "
+            f"<p>{_code(escape(info.get('description', '')))}</p><p>The machine-readable schema: <a href='/openapi.json'>/openapi.json</a> "
             "(this page is built from it and loads nothing from outside).</p>"
             "<table><tr><th>route</th><th>what</th><th>parameters</th><th>answers</th></tr>"
             + "".join(rows) + "</table></body></html>")

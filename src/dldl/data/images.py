@@ -74,6 +74,19 @@ def upright_rgb(img: Image.Image, name: str | Path = "<image>") -> Image.Image:
     return _to_rgb(_exif_upright(img, Path(name)), name)
 
 
+def _not_found(text: str) -> str:
+    """Why a path that is not there was not read, saying what is accepted when it looks like a URL or stdin.
+
+    >>> _not_found("https://example.org/a.jpg")
+    'file not found (URLs are not fetched: dldl works offline; download the photo and give its path)'
+    """
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", text):  # a Path folds "https://" into "https:/"
+        return "file not found (URLs are not fetched: dldl works offline; download the photo and give its path)"
+    if text == "-":
+        return "file not found (standard input is not read; give photo files or folders)"
+    return "file not found"
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image file as an 8-bit RGB PIL image with EXIF orientation applied.
 
@@ -91,7 +104,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
             raise DataError(p, "symbolic link loop") from None
         if p.is_symlink():
             raise DataError(p, "broken symbolic link (its target does not exist)") from None
-        raise DataError(p, "file not found" if isinstance(e, FileNotFoundError) else f"cannot read ({e.strerror})") from None
+        if isinstance(e, FileNotFoundError):
+            raise DataError(p, _not_found(str(path))) from None
+        raise DataError(p, f"cannot read ({e.strerror})") from None
     if p.is_dir():
         raise DataError(p, "is a folder, not an image file")
     if not stat.S_ISREG(st.st_mode):  # never opened: a FIFO would block, /dev/zero never ends
