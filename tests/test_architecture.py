@@ -19,7 +19,7 @@ LAYERS = [
                   "dldl.checkpoint"]),
     ("runtime", ["dldl.runtime", "dldl.export"]),
     ("hub", ["dldl.hub"]),
-    ("pipeline", ["dldl.results", "dldl.predictor", "dldl.video", "dldl.annotate", "dldl.outputs"]),
+    ("pipeline", ["dldl.results", "dldl.predictor", "dldl.video", "dldl.annotate", "dldl.outputs", "dldl.parquet"]),
     ("evaluation", ["dldl.evaluate", "dldl.plots"]),
     ("training", ["dldl.training", "dldl.training.config", "dldl.training.mixing", "dldl.training.runs",
                   "dldl.training.train"]),

@@ -195,6 +195,8 @@ def predict(
     crops: Annotated[bool, typer.Option("--crops", help="Inputs are aligned face crops: skip detection.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (an object per image).")] = False,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write one CSV row per face to this file.")] = None,
+    parquet_path: Annotated[Optional[Path], typer.Option("--parquet", help="Also write one Parquet row per face to this file "
+                                                         "(needs pyarrow: pip install 'dldl[parquet]').")] = None,
     save_dir: Annotated[Optional[Path], typer.Option(help="Write each photo with boxes and estimates drawn into this folder.")] = None,
     plot_distributions: Annotated[bool, typer.Option("--plot-distributions", help="With --save-dir, also plot each face's predicted distribution.")] = False,
     tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Average each face with its mirror image (default: the model's own setting, on for most).")] = None,
@@ -216,6 +218,7 @@ def predict(
     of frames (--frames) are sampled, faces are tracked across frames, and each track gets one
     estimate (one JSON line per track with --json; an annotated .mp4 with --save-dir).
     """
+    from dldl import parquet
     from dldl import predictor as photo_pipeline
     from dldl.outputs import check_output_dir, check_output_file, output_names
     from dldl.progress import track
@@ -231,8 +234,8 @@ def predict(
             raise DldlError("--frames: give folders of frames (photos and videos go in runs of their own)")
         if not frames and not all(f.suffix.lower() in VIDEO_SUFFIXES for f in files):
             raise DldlError(f"give photos and {kind} in separate runs (the outputs differ: a face per photo, a track per video)")
-        if crops or csv_path is not None or plot_distributions:
-            raise DldlError(f"--crops, --csv and --plot-distributions are for photos, not {kind}")
+        if crops or csv_path is not None or parquet_path is not None or plot_distributions:
+            raise DldlError(f"--crops, --csv, --parquet and --plot-distributions are for photos, not {kind}")
     elif every is not None or fps is not None:
         raise DldlError("--every and --fps are for videos (.mp4, .mov, ...) or --frames folders")
     files = files if videos else photo_pipeline.expand_paths(paths or [str(default_dir)])
@@ -244,6 +247,9 @@ def predict(
     # every output path is checked before any inference, so a bad one costs nothing
     if csv_path is not None:
         check_output_file(csv_path, "--csv")
+    if parquet_path is not None:
+        parquet.require_pyarrow("--parquet")
+        check_output_file(parquet_path, "--parquet")
     if save_dir is not None:
         check_output_dir(save_dir, "--save-dir")
     if not 0 <= min_score <= 1:
@@ -274,12 +280,15 @@ def predict(
             except OSError as e:  # e.g. the disk filled: no more pictures, the estimates go on
                 failed.append(f"{printable(str(pictures[i].parent))}: {e.strerror or first_line(e)}")
         result.image = None  # the pixels are not kept past their picture
-    if csv_path is not None:
+    tables = ((csv_path, lambda path: write_atomic(path, _write_csv, results, distribution)),
+              (parquet_path, lambda path: parquet.write(path, results, name, distribution)))
+    for path, write in tables:  # one row a face, each file written atomically
+        if path is None:
+            continue
         try:
-            write_atomic(csv_path, _write_csv, results, distribution)
-            written.append(csv_path)
+            written.append(write(path))
         except OSError as e:
-            failed.append(f"{printable(str(csv_path))}: {e.strerror or first_line(e)}")
+            failed.append(f"{printable(str(path))}: {e.strerror or first_line(e)}")
     if as_json:
         typer.echo(json.dumps([r.to_dict(distribution) for r in results]))
     elif full_table or len(results) <= SUMMARY_OVER:
