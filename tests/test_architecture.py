@@ -24,6 +24,7 @@ LAYERS = [
     ("training", ["dldl.training", "dldl.training.config", "dldl.training.mixing", "dldl.training.runs",
                   "dldl.training.train"]),
     ("release", ["dldl.release"]),
+    ("scale", ["dldl.batch"]),
     ("apps", ["dldl", "dldl.cli", "dldl.serve"]),
 ]
 """Bottom to top. A new module gets a row here (the test below refuses a module that has none)."""

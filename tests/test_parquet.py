@@ -104,3 +104,12 @@ def test_without_pyarrow_parquet_is_one_line_with_the_install_command(photos, tm
     assert run.exit_code != 0 and run.stdout == ""  # refused before any photo
     assert str(run.exception) == "--parquet needs pyarrow, which is not installed: pip install 'dldl[parquet]'"
 
+
+def test_without_ray_batch_is_one_line_with_the_install_command(photos, tmp_path, monkeypatch):
+    from dldl.cli import app
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    run = CliRunner().invoke(app, ["batch", str(photos), "--parquet", str(tmp_path / "out")])
+    assert run.exit_code != 0 and run.stdout == ""
+    assert str(run.exception) == "dldl batch needs ray, which is not installed: pip install 'dldl[ray]'"
+    assert not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -305,6 +306,64 @@ def predict(
     unreadable = sum(1 for r in results if r.error)
     if unreadable == len(results) or (strict and unreadable):
         raise typer.Exit(EXIT_INPUTS)
+
+
+@app.command()
+def batch(
+    paths: Annotated[list[str], typer.Argument(help="Photos, folders (recursive), globs, or URIs read through pyarrow (s3://bucket/photos/).")],
+    out: Annotated[str, typer.Option("--parquet", help="Output folder of Parquet part files, one row a face; photos already in it are skipped.")],
+    address: Annotated[Optional[str], typer.Option(help="A running Ray cluster: ray://HEAD:10001 or auto (default: $RAY_ADDRESS, else a local cluster on this machine).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Actors, each holding one model (default: the cluster's CPUs less one; a local cluster: one a core).")] = None,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs of each actor, and its ONNX Runtime threads.")] = 1.0,
+    model: Annotated[Optional[str], typer.Option(help="A shipped model name or a model file (default: the shipped model for --task).")] = None,
+    task: Annotated[str, typer.Option(help="age or beauty: picks the default model.")] = "age",
+    crops: Annotated[bool, typer.Option("--crops", help="Inputs are aligned face crops: skip detection.")] = False,
+    tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Average each face with its mirror image (default: the model's own setting).")] = None,
+    min_score: Annotated[float, typer.Option(help="Keep faces the detector scores at least this (0-1).")] = 0.7,
+    min_face_size: Annotated[float, typer.Option(help="Keep faces at least this many pixels wide.")] = 20.0,
+    distribution: Annotated[bool, typer.Option("--distribution", help="Add each face's distribution {labels, probs}.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Photos sent to an actor at a time.")] = 16,
+    rows_per_file: Annotated[int, typer.Option(help="Rows gathered into one part file (the unit a re-run skips).")] = 10_000,
+) -> None:
+    """Predict many photos on a Ray cluster into a folder of Parquet files (one row a face); resumable.
+
+    Each actor loads the model once; a photo that cannot be read gets an error row; a worker that
+    dies is restarted and its batch retried. Run it again into the same folder to do the photos it
+    does not hold yet. Needs ray: pip install 'dldl[ray]'. See docs/SCALE.md.
+
+    \b
+    Examples:
+      dldl batch photos/ --parquet faces/                                # a local cluster, one actor a core
+      dldl batch s3://bucket/photos/ --parquet faces/ --address auto     # on a cluster node (ray job submit)
+    """
+    from dldl import batch as scale
+    from dldl.progress import progress_bar
+
+    if "://" in out:
+        raise DldlError(f"--parquet {out}: give a local or mounted folder (object storage output: see docs/SCALE.md)")
+    if (workers is not None and workers < 1) or not 0 < cpus_per_worker <= 1024 or batch_size < 1 or rows_per_file < 1:
+        raise DldlError("--workers, --cpus-per-worker, --batch-size and --rows-per-file must be positive")
+    with progress_bar(True, 0, "batch") as bar:
+        last = [time.monotonic()]
+
+        def on_block(counts: Any, todo: int, seconds: float) -> None:
+            if bar.shown:  # a terminal: the bar
+                bar.update(counts.photos, todo, counts.line(seconds=seconds))
+            elif time.monotonic() - last[0] >= PROGRESS_EVERY_S:  # a log: one line now and then
+                err.print(escape(f"batch: {counts.line(todo, seconds)}"), soft_wrap=True)
+                last[0] = time.monotonic()
+
+        summary = scale.run(paths, out, task, model, address, workers, cpus_per_worker, batch_size, rows_per_file, crops,
+                            min_score, min_face_size, tta, distribution, on_block)
+    for line in summary.lines(out):
+        stdout.print(printable(line), markup=False, soft_wrap=True)
+    counts = summary.counts
+    if counts.photos and counts.errors == counts.photos:
+        raise typer.Exit(EXIT_INPUTS)
+
+
+PROGRESS_EVERY_S = 30.0
+"""``dldl batch`` writes a progress line this often when stderr is not a terminal (a log)."""
 
 
 def _plot_distributions(result: Any, path: Path) -> None:
