@@ -119,9 +119,24 @@ def run(count: int = COUNT, small: int = SMALL, repeats: int = 1) -> dict[str, A
             "overhead_vs_cli_1core": round(overhead_1core, 3)}
 
 
+def targets(result: dict[str, Any]) -> list[list[Any]]:
+    """``[target, measured, pass/fail]`` rows for issue 41's two speed targets."""
+    by = {r["command"]: r for r in result["rows"]}
+    one, two, cli = by["ray, 1 worker"], by["ray, 2 workers"], by["cli"]
+    return [["`dldl batch`: 2 workers >= 1.7x the photos/s of 1 worker (2 cores)",
+             f"{result['speedup_2_vs_1']}x ({two['photos_per_s']} vs {one['photos_per_s']} photos/s once started)",
+             "**pass**" if result["speedup_2_vs_1"] >= 1.7 else "**fail**"],
+            ["`dldl batch`: Ray's cost a photo <= 15% over the CLI's (1 worker against `dldl predict`)",
+             f"{result['overhead_vs_cli']:+.1%} ({one['ms_per_photo']} vs {cli['ms_per_photo']} ms a photo once started)",
+             "**pass**" if result["overhead_vs_cli"] <= 0.15 else "**fail**"]]
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
-    head = (f"### `dldl batch` on a local Ray cluster against `dldl predict --json`: {s['count']} photos "
+    m = result["machine"]
+    machine = (f"Measured on {m['cpu']} ({m['logical_cpus']} logical CPUs), commit {m['commit']}, {m['date']}, "
+               f"1-minute load average at the end: {m['load_average_1m']} (a quiet machine reads about 0).\n\n")
+    head = machine + (f"### `dldl batch` on a local Ray cluster against `dldl predict --json`: {s['count']} photos "
             f"(bundled photos and samples at other sizes), whole processes, median of {s['repeats']}\n\n"
             f"photos/s and ms/photo once started: `(wall of {s['count']} - wall of {s['small']}) / {s['count'] - s['small']}`; "
             "the wall columns include start-up (Python, the model, for Ray the local cluster and the actors). "

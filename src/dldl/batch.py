@@ -44,6 +44,9 @@ BATCH_SIZE = 16
 restarted actor redoes little."""
 ROWS_PER_FILE = 10_000
 """Rows gathered before a part file is written (a part file is the unit a re-run skips)."""
+IN_FLIGHT = 2
+"""Batches sent to an actor at a time (one running, one waiting: its photos arrive while the first
+runs); what an actor killed mid-run has to do again."""
 TASK_RETRIES = 3
 """How many times a batch is retried on a restarted actor after its actor died; a batch that
 kills its actor more often stops the job (the rows written so far stay, a re-run resumes)."""
@@ -130,7 +133,7 @@ def predict_dataset(ds: ray.data.Dataset, task: str = "age", model: str | None =
     probe = check_model(task, model, crops, min_score, min_face_size, tta)
     settings = dict(task=probe.estimator.task, model=probe.model, threads=max(1, int(cpus_per_worker)), crops=crops,
                     min_score=min_score, min_face_size=min_face_size, tta=tta, distribution=distribution)
-    pool = ray.data.ActorPoolStrategy(size=workers or default_workers(cpus_per_worker))
+    pool = ray.data.ActorPoolStrategy(size=workers or default_workers(cpus_per_worker), max_tasks_in_flight_per_actor=IN_FLIGHT)
     with warnings.catch_warnings():  # Ray 2.60 names no parameter for these two yet, and warns of the pass-through
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         return ds.map_batches(PhotoRows, fn_constructor_kwargs=settings, batch_format="pyarrow", batch_size=batch_size,
