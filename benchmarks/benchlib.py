@@ -85,13 +85,22 @@ def _mem_total_gb() -> float | None:
 
 
 def _head_commit() -> str | None:
-    """The commit checked out, read from ``.git`` (no git command is run); ``None`` if unknown."""
+    """The commit checked out, read from ``.git`` (no git command is run; in a worktree ``.git`` is
+    a file naming its git folder, whose branches live in the main one); ``None`` if unknown."""
     try:
-        head = (REPO / ".git" / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            return (REPO / ".git" / head[5:]).read_text().strip()[:12]
-        return head[:12]
-    except OSError:
+        git = REPO / ".git"
+        if git.is_file():  # "gitdir: /repo/.git/worktrees/NAME"
+            git = Path(git.read_text().split(":", 1)[1].strip())
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head[:12]
+        common = git / (git / "commondir").read_text().strip() if (git / "commondir").exists() else git
+        for folder in (git, common):
+            if (folder / head[5:]).is_file():
+                return (folder / head[5:]).read_text().strip()[:12]
+        packed = (common / "packed-refs").read_text().splitlines()
+        return next((line.split()[0][:12] for line in packed if line.endswith(" " + head[5:])), None)
+    except (OSError, IndexError):
         return None
 
 

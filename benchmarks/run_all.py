@@ -24,6 +24,7 @@ import cli_vs_peer
 import inference
 import memory
 import pipeline
+import ray_batch
 import server_load
 import train_throughput
 
@@ -196,7 +197,7 @@ def gpu_section(gpu: dict | None) -> str:
           benchlib.fmt(gpu["test_mae"], 3), benchlib.fmt(gpu["test_mae_no_tta"], 3), gpu["peak_gpu_memory_gb"]]]) + "\n"
 
 
-def render(results: dict[str, Any], gpu: dict | None, mode: str, command: str) -> str:
+def render(results: dict[str, Any], gpu: dict | None, mode: str, command: str, ray: dict | None = None) -> str:
     """The whole ``BENCHMARKS.md``."""
     machine = next((r["machine"] for r in results.values() if r and "machine" in r), None)
     walls = ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in results.items() if v and "wall_s" in v)
@@ -207,7 +208,8 @@ def render(results: dict[str, Any], gpu: dict | None, mode: str, command: str) -
              "(`git diff docs/bench`).\n"]
     if machine:
         parts.append(_machine_line(machine) + "\n")
-    parts += ["## Targets\n", benchlib.md_table(["target", "measured", "result"], targets(results, gpu)) + "\n",
+    rows = targets(results, gpu) + (ray_batch.targets(ray) if ray else [])
+    parts += ["## Targets\n", benchlib.md_table(["target", "measured", "result"], rows) + "\n",
               missed_targets(results), "## Thin / Tiny vs VGG16-BN\n", paper_ratios(results) or "n/a\n"]
     if results.get("inference"):
         parts += ["## 1-2. Model cost and inference on this CPU\n", inference.markdown(results["inference"])]
@@ -222,6 +224,9 @@ def render(results: dict[str, Any], gpu: dict | None, mode: str, command: str) -
         parts += ["## 6. Memory\n", memory.markdown(results["memory"])]
     if results.get("server"):
         parts += ["## 7. Server under load (`dldl serve`, mixed valid and invalid uploads)\n", server_load.markdown(results["server"]) + "\n"]
+    if ray:
+        parts += ["## 8. Many photos on Ray (`dldl batch`, run apart: `python benchmarks/ray_batch.py`, needs `dldl[ray]`)\n",
+                  ray_batch.markdown(ray) + "\nWhat the Ray rows say and what a failure costs: [SCALE.md](SCALE.md).\n"]
     return "\n".join(parts)
 
 
@@ -248,10 +253,12 @@ def main(argv: list[str] | None = None) -> None:
             results[name] = json.loads(path.read_text())
     gpu_path = out_dir / "gpu_train.json"
     gpu = json.loads(gpu_path.read_text()) if gpu_path.exists() else None
+    ray_path = out_dir / "ray_batch.json"  # benchmarks/ray_batch.py, run apart (it needs ray)
+    ray = json.loads(ray_path.read_text()) if ray_path.exists() else None
     mode = "quick" if any(r.get("mode") == "quick" for r in results.values()) else "full"
     command = "python benchmarks/run_all.py" + (" --quick" if mode == "quick" else "")
     md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(render(results, gpu, mode, command))
+    md.write_text(render(results, gpu, mode, command, ray))
     print(f"wrote {md} and {out_dir}/*.json", file=sys.stderr)
 
 

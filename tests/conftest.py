@@ -61,3 +61,34 @@ def load_benchmark(name: str):
         sys.modules[name] = module  # dataclasses look their module up while the file runs
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def make_photo_folder(folder: Path, samples: int = 3) -> Path:
+    """The bundled photos, the first ``samples`` bundled face samples, a truncated JPEG (an error
+    row) and a plain grey picture (no face): a small batch with every kind of row."""
+    import shutil
+
+    from dldl.assets import PHOTOS_DIR, SAMPLES_DIR
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for photo in sorted(PHOTOS_DIR.glob("*.jpg")) + sorted(SAMPLES_DIR.glob("*.jpg"))[:samples]:
+        shutil.copy(photo, folder / photo.name)
+    first = sorted(PHOTOS_DIR.glob("*.jpg"))[0]
+    (folder / "corrupt.jpg").write_bytes(first.read_bytes()[:3000])
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(folder / "blank.jpg")
+    return folder
+
+
+def json_rows(results: list[dict]) -> dict[tuple[str, int | None], dict]:
+    """``dldl predict --json`` flattened by hand, independently of dldl.results: one row a face
+    (the photo's keys and the face's), or one row for a photo without a face, whose ``error`` is
+    "no face found" when the photo was read; keyed by ``(path, face)``."""
+    rows = {}
+    for photo in results:
+        top = {k: v for k, v in photo.items() if k != "faces"}
+        for face in photo["faces"] or [{"face": None}]:
+            row = {**top, **face}
+            if not photo["faces"] and row["error"] is None:
+                row["error"] = "no face found"
+            rows[(row["path"], row["face"])] = row
+    return rows

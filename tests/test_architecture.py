@@ -19,11 +19,12 @@ LAYERS = [
                   "dldl.checkpoint"]),
     ("runtime", ["dldl.runtime", "dldl.export"]),
     ("hub", ["dldl.hub"]),
-    ("pipeline", ["dldl.results", "dldl.predictor", "dldl.video", "dldl.annotate", "dldl.outputs"]),
+    ("pipeline", ["dldl.results", "dldl.predictor", "dldl.video", "dldl.annotate", "dldl.outputs", "dldl.parquet"]),
     ("evaluation", ["dldl.evaluate", "dldl.plots"]),
     ("training", ["dldl.training", "dldl.training.config", "dldl.training.mixing", "dldl.training.runs",
                   "dldl.training.train"]),
     ("release", ["dldl.release"]),
+    ("scale", ["dldl.batch"]),
     ("apps", ["dldl", "dldl.cli", "dldl.serve"]),
 ]
 """Bottom to top. A new module gets a row here (the test below refuses a module that has none)."""

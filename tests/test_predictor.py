@@ -125,7 +125,7 @@ def test_one_call_predict_takes_paths_images_and_arrays():
     path = sorted(PHOTOS_DIR.glob("*.jpg"))[0]
     rgb = np.asarray(Image.open(path).convert("RGB"))
     by_path = dldl.predict(path)
-    assert set(by_path) == {"path", "task", "model", "model_version", "scale", "faces", "error"}
+    assert set(by_path) == {"path", "task", "model", "model_version", "scale", "faces", "error", "model_sha256"}
     assert by_path["scale"] == [0.0, 116.0] and "percentile" not in by_path["faces"][0]  # ages get no percentile
     assert by_path["model"] == "mobilenet_v2-age" and len(by_path["model_version"]) == 12 and by_path["faces"]
     face = by_path["faces"][0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -205,6 +206,8 @@ def predict(
     crops: Annotated[bool, typer.Option("--crops", help="Inputs are aligned face crops: skip detection.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (an object per image).")] = False,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write one CSV row per face to this file.")] = None,
+    parquet_path: Annotated[Optional[Path], typer.Option("--parquet", help="Also write one Parquet row per face to this file "
+                                                         "(needs pyarrow: pip install 'dldl[parquet]').")] = None,
     save_dir: Annotated[Optional[Path], typer.Option(help="Write each photo with boxes and estimates drawn into this folder.")] = None,
     plot_distributions: Annotated[bool, typer.Option("--plot-distributions", help="With --save-dir, also plot each face's predicted distribution.")] = False,
     tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Average each face with its mirror image (default: the model's own setting, on for most).")] = None,
@@ -226,6 +229,7 @@ def predict(
     of frames (--frames) are sampled, faces are tracked across frames, and each track gets one
     estimate (one JSON line per track with --json; an annotated .mp4 with --save-dir).
     """
+    from dldl import parquet
     from dldl import predictor as photo_pipeline
     from dldl.outputs import check_output_dir, check_output_file, output_names
     from dldl.progress import track
@@ -241,8 +245,8 @@ def predict(
             raise DldlError("--frames: give folders of frames (photos and videos go in runs of their own)")
         if not frames and not all(f.suffix.lower() in VIDEO_SUFFIXES for f in files):
             raise DldlError(f"give photos and {kind} in separate runs (the outputs differ: a face per photo, a track per video)")
-        if crops or csv_path is not None or plot_distributions:
-            raise DldlError(f"--crops, --csv and --plot-distributions are for photos, not {kind}")
+        if crops or csv_path is not None or parquet_path is not None or plot_distributions:
+            raise DldlError(f"--crops, --csv, --parquet and --plot-distributions are for photos, not {kind}")
     elif every is not None or fps is not None:
         raise DldlError("--every and --fps are for videos (.mp4, .mov, ...) or --frames folders")
     files = files if videos else photo_pipeline.expand_paths(paths or [str(default_dir)])
@@ -254,6 +258,9 @@ def predict(
     # every output path is checked before any inference, so a bad one costs nothing
     if csv_path is not None:
         check_output_file(csv_path, "--csv", files)
+    if parquet_path is not None:
+        parquet.require_pyarrow("--parquet")
+        check_output_file(parquet_path, "--parquet", files)
     if save_dir is not None:
         check_output_dir(save_dir, "--save-dir")
     if not 0 <= min_score <= 1:
@@ -288,12 +295,15 @@ def predict(
             result.image = None  # the pixels are not kept past their picture
     except KeyboardInterrupt:  # Ctrl-C: what is done is still printed and written, then exit 130
         interrupted = True
-    if csv_path is not None:
+    tables = ((csv_path, lambda path: write_atomic(path, _write_csv, results, distribution)),
+              (parquet_path, lambda path: parquet.write(path, results, name, distribution)))
+    for path, write in tables:  # one row a face, each file written atomically
+        if path is None:
+            continue
         try:
-            write_atomic(csv_path, _write_csv, results, distribution)
-            written.append(csv_path)
+            written.append(write(path))
         except OSError as e:
-            failed.append(f"{printable(str(csv_path))}: {e.strerror or first_line(e)}")
+            failed.append(f"{printable(str(path))}: {e.strerror or first_line(e)}")
     if as_json:
         typer.echo(json.dumps([r.to_dict(distribution) for r in results]))
     elif len(results) == 1 and results[0].error:  # one photo that could not be read: one error line, no table
@@ -303,10 +313,11 @@ def predict(
     else:
         for line in summarize(results):
             stdout.print(printable(line), markup=False)
-    pictures_written = [p for p in written if p != csv_path]
+    tables_written = [p for p in written if p in (csv_path, parquet_path)]
+    pictures_written = [p for p in written if p not in tables_written]
     if len(pictures_written) > WROTE_EACH_UP_TO:  # one line for many pictures, not one a photo
         err.print(f"wrote {len(pictures_written)} files into {escape(printable(str(save_dir)))}", soft_wrap=True)
-    for path in written if len(pictures_written) <= WROTE_EACH_UP_TO else [p for p in written if p == csv_path]:
+    for path in written if len(pictures_written) <= WROTE_EACH_UP_TO else tables_written:
         _report_written(path)
     if failed:  # the estimates were printed above; what could not be written is named here
         for line in failed:
@@ -319,6 +330,64 @@ def predict(
     unreadable = sum(1 for r in results if r.error)
     if not results or unreadable == len(results) or (strict and unreadable):
         raise typer.Exit(EXIT_INPUTS)
+
+
+@app.command()
+def batch(
+    paths: Annotated[list[str], typer.Argument(help="Photos, folders (recursive), globs, or URIs read through pyarrow (s3://bucket/photos/).")],
+    out: Annotated[str, typer.Option("--parquet", help="Output folder of Parquet part files, one row a face; photos already in it are skipped.")],
+    address: Annotated[Optional[str], typer.Option(help="A running Ray cluster: ray://HEAD:10001 or auto (default: $RAY_ADDRESS, else a local cluster on this machine).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Actors, each holding one model (default: the cluster's CPUs less one; a local cluster: one a core).")] = None,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs of each actor, and its ONNX Runtime threads.")] = 1.0,
+    model: Annotated[Optional[str], typer.Option(help="A shipped model name or a model file (default: the shipped model for --task).")] = None,
+    task: Annotated[str, typer.Option(help="age or beauty: picks the default model.")] = "age",
+    crops: Annotated[bool, typer.Option("--crops", help="Inputs are aligned face crops: skip detection.")] = False,
+    tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Average each face with its mirror image (default: the model's own setting).")] = None,
+    min_score: Annotated[float, typer.Option(help="Keep faces the detector scores at least this (0-1).")] = 0.7,
+    min_face_size: Annotated[float, typer.Option(help="Keep faces at least this many pixels wide.")] = 20.0,
+    distribution: Annotated[bool, typer.Option("--distribution", help="Add each face's distribution {labels, probs}.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Photos sent to an actor at a time.")] = 16,
+    rows_per_file: Annotated[int, typer.Option(help="Rows gathered into one part file (the unit a re-run skips).")] = 10_000,
+) -> None:
+    """Predict many photos on a Ray cluster into a folder of Parquet files (one row a face); resumable.
+
+    Each actor loads the model once; a photo that cannot be read gets an error row; a worker that
+    dies is restarted and its batch retried. Run it again into the same folder to do the photos it
+    does not hold yet. Needs ray: pip install 'dldl[ray]'. See docs/SCALE.md.
+
+    \b
+    Examples:
+      dldl batch photos/ --parquet faces/                                # a local cluster, one actor a core
+      dldl batch s3://bucket/photos/ --parquet faces/ --address auto     # on a cluster node (ray job submit)
+    """
+    from dldl import batch as scale
+    from dldl.progress import progress_bar
+
+    if "://" in out:
+        raise DldlError(f"--parquet {out}: give a local or mounted folder (object storage output: see docs/SCALE.md)")
+    if (workers is not None and workers < 1) or not 0 < cpus_per_worker <= 1024 or batch_size < 1 or rows_per_file < 1:
+        raise DldlError("--workers, --cpus-per-worker, --batch-size and --rows-per-file must be positive")
+    with progress_bar(True, 0, "batch") as bar:
+        last = [time.monotonic()]
+
+        def on_block(counts: Any, todo: int, seconds: float) -> None:
+            if bar.shown:  # a terminal: the bar
+                bar.update(counts.photos, todo, counts.line(seconds=seconds))
+            elif time.monotonic() - last[0] >= PROGRESS_EVERY_S:  # a log: one line now and then
+                err.print(escape(f"batch: {counts.line(todo, seconds)}"), soft_wrap=True)
+                last[0] = time.monotonic()
+
+        summary = scale.run(paths, out, task, model, address, workers, cpus_per_worker, batch_size, rows_per_file, crops,
+                            min_score, min_face_size, tta, distribution, on_block)
+    for line in summary.lines(out):
+        stdout.print(printable(line), markup=False, soft_wrap=True)
+    counts = summary.counts
+    if counts.photos and counts.errors == counts.photos:
+        raise typer.Exit(EXIT_INPUTS)
+
+
+PROGRESS_EVERY_S = 30.0
+"""``dldl batch`` writes a progress line this often when stderr is not a terminal (a log)."""
 
 
 def _plot_distributions(result: Any, path: Path) -> None:

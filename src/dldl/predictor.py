@@ -173,11 +173,12 @@ class Predictor:
     def result(self, image: np.ndarray, path: str) -> PhotoResult:
         """:meth:`predict` on ``image`` as the :class:`PhotoResult` of ``path``."""
         return PhotoResult(path, self.predict(image), self.estimator.task, self.model, self.estimator.labels,
-                           model_version=self.estimator.version, image=image)
+                           model_version=self.estimator.version, image=image, model_sha256=self.estimator.meta.get("sha256"))
 
     def error(self, path: str, problem: str) -> PhotoResult:
         """The :class:`PhotoResult` of a photo that could not be read: no faces, one error line."""
-        return PhotoResult(path, [], self.estimator.task, self.model, error=problem, model_version=self.estimator.version)
+        return PhotoResult(path, [], self.estimator.task, self.model, error=problem, model_version=self.estimator.version,
+                           model_sha256=self.estimator.meta.get("sha256"))
 
     def __call__(self, source: Any, name: str | None = None, bgr: bool = False) -> PhotoResult:
         """One photo (anything :meth:`load` takes) -> its :class:`PhotoResult`.
@@ -196,11 +197,13 @@ class Predictor:
         for item in items:
             if isinstance(item, (str, os.PathLike)):
                 for path in expand_paths([item]):
-                    yield self._safe(path, None, bgr)
+                    yield self.safe(path, None, bgr)
             else:
-                yield self._safe(item, None, bgr)
+                yield self.safe(item, None, bgr)
 
-    def _safe(self, source: Any, name: str | None, bgr: bool) -> PhotoResult:
+    def safe(self, source: Any, name: str | None = None, bgr: bool = False) -> PhotoResult:
+        """One photo (anything :meth:`load` takes, named ``name``) -> its :class:`PhotoResult`; a
+        photo that cannot be read gives a result whose ``error`` names it instead of an exception."""
         label = name or (os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<image>")
         try:
             return self(source, name, bgr)
@@ -236,12 +239,13 @@ _PIPELINES_LOCK = threading.Lock()
 
 def pipeline(task: str = "age", model: str | os.PathLike | None = None, device: str = "cpu", runtime: str = "auto",
              crops: bool = False, min_score: float = 0.7, min_face_size: float = 20.0, tta: bool | None = None,
-             cache: bool = True) -> Predictor:
+             cache: bool = True, threads: int | None = None) -> Predictor:
     """The :class:`Predictor` of ``task`` (its default model from :data:`TASKS`, or ``model``: a
     shipped name, a checkpoint, a run folder or an exported file) with the default face detector
     keeping faces scored at least ``min_score`` and at least ``min_face_size`` px wide (``crops``:
     no detector, every input is an aligned face crop). With ``cache`` the predictor is made once
-    per set of arguments and shared (safely across threads).
+    per set of arguments and shared (safely across threads). ``threads``: ONNX Runtime's threads
+    for the model (default: one per core; a batch worker gives its own CPUs).
 
     Raises:
         DldlError: an unknown task, model or runtime, or bad detector settings (one line).
@@ -253,7 +257,7 @@ def pipeline(task: str = "age", model: str | os.PathLike | None = None, device: 
         raise DldlError(f"min_score {min_score}: must be in [0, 1]")
     if not 0 <= min_face_size < 100_000:
         raise DldlError(f"min_face_size {min_face_size}: must be >= 0 (pixels)")
-    key = (os.fspath(model), device, runtime, crops, min_score, min_face_size, tta)
+    key = (os.fspath(model), device, runtime, crops, min_score, min_face_size, tta, threads)
     with _PIPELINES_LOCK:
         if cache and key in _PIPELINES:
             return _PIPELINES[key]
@@ -262,7 +266,7 @@ def pipeline(task: str = "age", model: str | os.PathLike | None = None, device: 
             from dldl.faces import get_detector
 
             detector = get_detector(min_score=min_score, min_size=min_face_size)
-        predictor = Predictor(load(model, device, runtime), detector, tta_flip=tta)
+        predictor = Predictor(load(model, device, runtime, threads), detector, tta_flip=tta)
         if cache:
             _PIPELINES[key] = predictor
         return predictor

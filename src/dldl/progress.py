@@ -34,9 +34,19 @@ class progress_bar:
     def __enter__(self) -> "progress_bar":
         return self
 
+    @property
+    def shown(self) -> bool:
+        """Whether the bar is on screen (enabled, and stderr is a terminal)."""
+        return self.bar is not None
+
     def advance(self, info: str = "") -> None:
         if self.bar:
             self.bar.update(self.task, advance=1, info=self._escape(info))
+
+    def update(self, done: int, total: int, info: str = "") -> None:
+        """Set the bar to ``done`` of ``total`` (for work counted in jumps)."""
+        if self.bar:
+            self.bar.update(self.task, completed=done, total=total, info=self._escape(info))
 
     def close(self) -> None:
         if self.bar:

@@ -9,7 +9,7 @@ the JSON keys, the CSV columns and the server's OpenAPI schema all come from it.
 :data:`FLAGS` when its estimate is not to be trusted.
 
 >>> [f.name for f in FIELDS if f.level == "photo"]
-['path', 'task', 'model', 'model_version', 'scale', 'faces', 'error']
+['path', 'task', 'model', 'model_version', 'scale', 'faces', 'error', 'model_sha256']
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ FIELDS = (
           when="models whose card holds reference estimates (beauty)"),
     Field("distribution", "face", dict | None, "{labels, probs}: the predicted distribution",
           when="on request (--distribution, distribution=True; always from the server)"),
+    # last, so that the columns and keys before it keep their places in CSV files and JSON written before it
+    Field("model_sha256", "photo", str | None, "the model file's full sha256 (model_version is its first 12 hex digits)"),
 )
 """Every field of a result, in order: one definition for the JSON, the CSV, the table and the
 server's schema."""
@@ -85,6 +87,10 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (list, dict, tuple)):
         return json.dumps(value)
     return value
+
+
+NO_FACE = "no face found"
+"""The ``error`` of a photo's one row (CSV, Parquet) when it was read but holds no face."""
 
 
 @dataclass
@@ -136,10 +142,11 @@ class PhotoResult:
     error: str | None = None
     model_version: str | None = None
     image: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    model_sha256: str | None = None
 
     def to_dict(self, distribution: bool = False) -> dict[str, Any]:
         """JSON-ready, the fields of :data:`FIELDS` in order: ``{"path", "task", "model",
-        "model_version", "scale", "faces", "error"}``; each face as :meth:`FacePrediction.to_dict`
+        "model_version", "scale", "faces", "error", "model_sha256"}``; each face as :meth:`FacePrediction.to_dict`
         after its number ``"face"`` (from 1), with ``"distribution": {"labels", "probs"}`` when asked.
         ``scale`` is the model's label range ``[low, high]`` (years for age; the raters' scale for
         beauty); ``model_version`` the first 12 hex digits of the model file's sha256."""
@@ -153,29 +160,36 @@ class PhotoResult:
             faces.append(d)
         scale = None if self.labels is None else [round(self.labels.start, 4), round(self.labels.stop, 4)]
         return {"path": self.path, "task": self.task, "model": self.model, "model_version": self.model_version,
-                "scale": scale, "faces": faces, "error": self.error}
+                "scale": scale, "faces": faces, "error": self.error, "model_sha256": self.model_sha256}
 
     def to_json(self, distribution: bool = False) -> str:
         """:meth:`to_dict` as one line of JSON."""
         return json.dumps(self.to_dict(distribution))
 
-    def csv_rows(self, distribution: bool = False) -> list[list[Any]]:
-        """One row per face, in the columns of :func:`field_names` (``csv_header``), lists as
-        JSON text; a photo without a face gets one row whose ``error`` says why."""
+    def records(self, distribution: bool = False) -> list[dict[str, Any]]:
+        """One flat record per face, keyed by :func:`field_names` (the photo's fields repeated on
+        each, a field a face lacks as ``None``), values as in :meth:`to_dict`; a photo without a
+        face gets one record whose ``error`` says why (:data:`NO_FACE` when it was read). The rows
+        of the CSV (:meth:`csv_rows`) and of Parquet (:mod:`dldl.parquet`)."""
         d = self.to_dict(distribution)
         photo = {k: v for k, v in d.items() if k != "faces"}
         faces = d["faces"] or [{}]
         if not d["faces"] and photo["error"] is None:
-            photo["error"] = "no face found"
+            photo["error"] = NO_FACE
         names = field_names(self.task)
-        return [[_cell({**photo, **face}.get(name)) for name in names] for face in faces]
+        return [{name: {**photo, **face}.get(name) for name in names} for face in faces]
+
+    def csv_rows(self, distribution: bool = False) -> list[list[Any]]:
+        """One row per face (:meth:`records`), in the columns of :func:`field_names`
+        (``csv_header``), lists as JSON text; a photo without a face gets one row whose ``error`` says why."""
+        return [[_cell(value) for value in record.values()] for record in self.records(distribution)]
 
     def table_rows(self) -> list[tuple[str, str, str, str, str, str]]:
         """``(file, face, box, estimate, 5-95% interval, note)`` per face, or one row with the
         error (or "no face found") as its note; file names as given, not markup."""
         file = Path(self.path).name
         if self.error or not self.faces:
-            return [(file, "", "", "", "", (self.error or "no face found").removeprefix(f"{self.path}: "))]
+            return [(file, "", "", "", "", (self.error or NO_FACE).removeprefix(f"{self.path}: "))]
         rows = []
         for number, face in enumerate(self.faces, 1):
             value = f"{face.value:.1f}" + (f" ({ordinal(round(face.percentile))} pct.)" if face.percentile is not None else "")
@@ -192,7 +206,7 @@ class PhotoResult:
         """
         name = Path(self.path).name
         if self.error or not self.faces:
-            return f"{name}: {self.error or 'no face found'}"
+            return f"{name}: {self.error or NO_FACE}"
         return f"{name}: " + ", ".join(f"face {i} {self.task} {f.value:.1f}" for i, f in enumerate(self.faces, 1))
 
     def plot(self) -> Any:
