@@ -34,7 +34,7 @@ from dldl.errors import DataError
 ASSETS = Path(dldl.__file__).parent / "assets"
 SAMPLES = sorted((ASSETS / "samples").glob("*.jpg"))  # 128 px aligned face crops
 PHOTO = sorted((ASSETS / "photos").glob("*.jpg"))[0]  # 400 px photo, one face
-BOMB = "image has 400,000,000 pixels, above the limit of 60,000,000 (decompression-bomb guard)"
+BOMB = "image has 400,000,000 pixels, above the limit of 120,000,000 (decompression-bomb guard)"
 
 
 def _face() -> Image.Image:

@@ -225,3 +225,37 @@ def test_the_api_page_shows_no_raw_backticks():
 
     page = TestClient(create_app()).get("/docs").text
     assert "``" not in page and "<code>POST /v1/predict</code>" in page
+
+
+def test_a_large_real_photo_is_read_smaller_with_boxes_in_its_own_pixels(tmp_path):
+    """Reliability 3, item 13: a 70 MP photo was refused by the CLI (60 MP cap) and a 30 MP one by the
+    server (24 MP); now both are decoded at most 16 MP and the boxes are in the photo's pixels."""
+    import io
+    import json
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from dldl.serve import create_app
+
+    small = Image.open(PHOTO).convert("RGB")
+    ref = json.loads(_run("predict", PHOTO, "--json").stdout.strip().splitlines()[-1])[0]["faces"][0]["box"]
+    for side, where in ((10_240, "cli"), (6_700, "server")):
+        factor = side / small.width
+        big = small.resize((side, round(small.height * factor)), Image.Resampling.BILINEAR)
+        assert big.width * big.height > (60_000_000 if where == "cli" else 24_000_000)
+        if where == "cli":
+            path = tmp_path / "big.jpg"
+            big.save(path, quality=85)
+            run = _run("predict", path, "--json")
+            assert run.exit_code == 0, run.output
+            box = json.loads(run.stdout.strip().splitlines()[-1])[0]["faces"][0]["box"]
+        else:
+            buf = io.BytesIO()
+            big.save(buf, "JPEG", quality=85)
+            r = TestClient(create_app()).post("/v1/predict", files={"file": ("big.jpg", buf.getvalue(), "image/jpeg")})
+            assert r.status_code == 200, r.text
+            box = r.json()["faces"][0]["box"]
+        side = max(ref[2] - ref[0], ref[3] - ref[1])  # the detector sees a resampled photo: a few % of the face apart
+        np.testing.assert_allclose(np.array(box) / factor, ref, atol=0.06 * side)

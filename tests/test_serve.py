@@ -168,12 +168,13 @@ def test_decoding_work_is_bounded_by_pixels_and_time(detector):
 
     from fastapi.testclient import TestClient
 
-    from dldl.serve import SERVER_MAX_PIXELS, create_app
+    from dldl.data.images import MAX_PIXELS as SERVER_MAX_PIXELS
+    from dldl.serve import create_app
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    side = 7745
+    side = 11_000  # 121 MP, over the one cap
     z = zlib.compressobj(9)
     idat = b"".join(z.compress(b"\x00" + bytes((side + 7) // 8)) for _ in range(side)) + z.flush()
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dldl.data.images import IMAGE_SUFFIXES, MAX_PIXELS, read_image, square_resize, upright_rgb
+from dldl.data.images import IMAGE_SUFFIXES, MAX_PIXELS, WORKING_PIXELS, read_photo, square_resize, upright_rgb
 from dldl.errors import DataError, DldlError
 from dldl.results import FacePrediction, PhotoResult, VideoResult, face_flags, percentile_of
 from dldl.runtime import Estimator
@@ -105,17 +105,20 @@ class Predictor:
         """The model's name as results report it."""
         return str(self.estimator.name or "model")
 
-    # -- 1. preprocess: any source to (name, RGB array)
-    def load(self, source: Any, name: str | None = None, bgr: bool = False) -> tuple[str, np.ndarray]:
-        """One photo as ``(name, (H, W, 3) uint8 RGB array)``, from a path, a PIL image, an array
-        (RGB, or BGR with ``bgr``), bytes or a binary file object (an upload).
+    # -- 1. preprocess: any source to (name, RGB array, scale)
+    def load(self, source: Any, name: str | None = None, bgr: bool = False) -> tuple[str, np.ndarray, float]:
+        """One photo as ``(name, (H, W, 3) uint8 RGB array, scale)``, from a path, a PIL image, an
+        array (RGB, or BGR with ``bgr``), bytes or a binary file object (an upload). A file over
+        :data:`~dldl.data.images.WORKING_PIXELS` is decoded smaller; ``scale`` is the photo's pixels
+        per pixel of the array (1.0 for arrays and PIL images, which are used as given).
 
         Raises:
-            DataError: a file or upload that cannot be read, naming it; ValueError: an array that is
-                not ``(H, W, 3)`` uint8.
+            DataError: a file or upload that cannot be read, or over ``max_pixels``, naming it;
+                ValueError: an array that is not ``(H, W, 3)`` uint8.
         """
         if isinstance(source, (str, os.PathLike)):
-            return name or os.fspath(source), np.asarray(read_image(source, self.max_pixels))
+            image, scale = read_photo(source, self.max_pixels, WORKING_PIXELS)
+            return name or os.fspath(source), np.asarray(image), scale
         if isinstance(source, (bytes, bytearray, memoryview)):
             source = io.BytesIO(source)
         if hasattr(source, "read"):  # an upload: decoded from a temporary file with the same checks as a path
@@ -125,15 +128,16 @@ class Predictor:
                     tmp.write(block)
                 tmp.flush()
                 try:
-                    return label, np.asarray(read_image(tmp.name, self.max_pixels))
+                    image, scale = read_photo(tmp.name, self.max_pixels, WORKING_PIXELS)
                 except DataError as e:
                     raise DataError(label, e.problem.replace(tmp.name, label)) from None
+                return label, np.asarray(image), scale
         if hasattr(source, "convert") and hasattr(source, "size"):  # a PIL image
-            return name or "<image>", np.asarray(upright_rgb(source))
+            return name or "<image>", np.asarray(upright_rgb(source)), 1.0
         array = np.asarray(source)
         if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
             raise ValueError(f"an image array must be (H, W, 3) uint8, got {array.dtype} {array.shape}")
-        return name or "<image>", np.ascontiguousarray(array[:, :, ::-1] if bgr else array)
+        return name or "<image>", np.ascontiguousarray(array[:, :, ::-1] if bgr else array), 1.0
 
     # -- 2. inference and 3. postprocess: one array to faces
     def predict(self, image: np.ndarray) -> list[FacePrediction]:
@@ -170,10 +174,17 @@ class Predictor:
                                     percentile=None if reference is None else percentile_of(f.value, reference))
                 for f in faces]
 
-    def result(self, image: np.ndarray, path: str) -> PhotoResult:
-        """:meth:`predict` on ``image`` as the :class:`PhotoResult` of ``path``."""
-        return PhotoResult(path, self.predict(image), self.estimator.task, self.model, self.estimator.labels,
-                           model_version=self.estimator.version, image=image, model_sha256=self.estimator.meta.get("sha256"))
+    def result(self, image: np.ndarray, path: str, scale: float = 1.0) -> PhotoResult:
+        """:meth:`predict` on ``image`` as the :class:`PhotoResult` of ``path``; boxes and landmarks
+        are multiplied by ``scale`` (the photo's pixels per pixel of ``image``), so they are the photo's."""
+        faces = self.predict(image)
+        if scale != 1.0:
+            faces = [dataclasses.replace(f, box=tuple(v * scale for v in f.box),
+                                         landmarks=None if f.landmarks is None else f.landmarks * scale) for f in faces]
+            faces = [dataclasses.replace(f, flags=face_flags(f, self.estimator.spec)) for f in faces]
+        return PhotoResult(path, faces, self.estimator.task, self.model, self.estimator.labels,
+                           model_version=self.estimator.version, image=image, image_scale=scale,
+                           model_sha256=self.estimator.meta.get("sha256"))
 
     def error(self, path: str, problem: str) -> PhotoResult:
         """The :class:`PhotoResult` of a photo that could not be read: no faces, one error line."""
@@ -186,8 +197,8 @@ class Predictor:
         Raises:
             DataError: it cannot be read (one line naming it); ValueError: an array of another shape.
         """
-        path, image = self.load(source, name, bgr)
-        return self.result(image, path)
+        path, image, scale = self.load(source, name, bgr)
+        return self.result(image, path, scale)
 
     def stream(self, sources: Any, bgr: bool = False) -> Iterator[PhotoResult]:
         """Every photo of ``sources`` (a path, folder or glob, a PIL image, an array, bytes, or a

@@ -142,6 +142,7 @@ class PhotoResult:
     error: str | None = None
     model_version: str | None = None
     image: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    image_scale: float = dataclasses.field(default=1.0, repr=False)  # the photo's pixels per pixel of ``image``
     model_sha256: str | None = None
 
     def to_dict(self, distribution: bool = False) -> dict[str, Any]:
@@ -217,7 +218,9 @@ class PhotoResult:
 
         if self.image is None:
             raise DldlError(f"{self.path}: no picture to draw ({self.error or 'the photo was not kept'})")
-        return annotate_photo(Image.fromarray(self.image), self.faces, self.task)
+        faces = self.faces if self.image_scale == 1.0 else [  # boxes are the photo's; the kept image may be smaller
+            dataclasses.replace(f, box=tuple(v / self.image_scale for v in f.box)) for f in self.faces]
+        return annotate_photo(Image.fromarray(self.image), faces, self.task)
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`plot` to ``path`` as a JPEG, atomically."""

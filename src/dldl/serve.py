@@ -13,7 +13,7 @@ Every failure is the same JSON shape with ``faces: []`` and a one-line ``error``
 413 for a request body above ``max_upload_bytes``, 422 for an upload that is not a readable image
 (empty, truncated, unknown format, more pixels than ``dldl.data.images.MAX_PIXELS``) or a malformed
 request, 503 when ``max_pending`` requests already wait or a request is not through decoding
-``request_timeout_s`` after it arrived. The server decodes at most ``max_pixels`` (24 MP) a photo. Inference is CPU-bound: decoding and
+``request_timeout_s`` after it arrived. Photos over ``dldl.data.images.MAX_PIXELS`` are refused from their header, and larger than ``WORKING_PIXELS`` decoded smaller, as everywhere. Inference is CPU-bound: decoding and
 prediction run one request at a time in a worker thread, so memory stays bounded under load.
 """
 
@@ -34,13 +34,13 @@ from starlette.exceptions import HTTPException
 
 from dldl import __version__
 from dldl.assets import PHOTOS_DIR, WEB_DIR
+from dldl.data.images import MAX_PIXELS
 from dldl.errors import DataError
 from dldl.hub import load
 from dldl.predictor import TASKS, Predictor
 from dldl.results import ESTIMATE, FIELDS
 
 MAX_UPLOAD_BYTES = 10_000_000
-SERVER_MAX_PIXELS = 24_000_000  # a 6000 x 4000 photo; decoding work is bounded by pixels, not bytes
 REQUEST_TIMEOUT_S = 10.0
 # the page may use only what the server sends it (and the photo the user picked, as a blob: URL)
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
@@ -115,10 +115,10 @@ def _predict_upload(predictor: Predictor, upload: BinaryIO, name: str, deadline:
     if time.monotonic() > deadline:
         return _error(503, "server busy: the request waited past its time limit; retry shortly", name)
     try:
-        path, image = predictor.load(upload, name)
+        path, image, scale = predictor.load(upload, name)
         if time.monotonic() > deadline:
             return _error(503, "server busy: the request ran past its time limit; retry shortly", name)
-        result = predictor.result(image, path)
+        result = predictor.result(image, path, scale)
     except DataError as e:
         return _error(422, f"{name}: {e.problem}", name)
     return JSONResponse(result.to_dict(distribution=True))
@@ -162,7 +162,7 @@ def _docs_page(schema: dict[str, Any]) -> str:
 
 def create_app(models: dict[str, str] | None = None, detector: Any | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pending: int = 32,
-               max_pixels: int = SERVER_MAX_PIXELS, request_timeout_s: float = REQUEST_TIMEOUT_S) -> FastAPI:
+               max_pixels: int = MAX_PIXELS, request_timeout_s: float = REQUEST_TIMEOUT_S) -> FastAPI:
     """The web app.
 
     Args:

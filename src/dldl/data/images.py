@@ -7,6 +7,7 @@ and refuses decompression bombs (more than :data:`MAX_PIXELS` pixels).
 from __future__ import annotations
 
 import errno
+import math
 import re
 import stat
 import warnings
@@ -17,7 +18,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dldl.errors import DataError, first_line
 
-MAX_PIXELS = 60_000_000  # ~ 7700 x 7700; larger files are refused (decompression-bomb guard)
+MAX_PIXELS = 120_000_000
+"""The one decompression-bomb cap (about 13400 x 9000): a file with more pixels is refused from its
+header, before any pixel is decoded, by every reader (``dldl predict``, the server, datasets, videos)."""
+WORKING_PIXELS = 16_000_000
+"""The photo pipeline decodes a larger photo down to about this many pixels (a 4900 x 3270 image;
+JPEGs at a reduced scale straight from the file): enough for any face, and the boxes and landmarks
+are reported in the photo's own pixels all the same (:func:`read_photo`)."""
 READ_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "TIFF", "GIF", "AVIF", "PPM")  # JPEG covers MPO (multi-picture) files
 """The formats dldl opens (Pillow's plugins for them, and no others): photo formats. Anything else
 (ICO, DDS, EPS, PSD, ...) is refused as an unknown format before a plugin parses it."""
@@ -90,11 +97,23 @@ def _not_found(text: str) -> str:
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image file as an 8-bit RGB PIL image with EXIF orientation applied.
 
-    ``max_pixels`` bounds the decoding work (the server passes a lower cap than
-    :data:`MAX_PIXELS`); the size is read from the header, before any pixel is decoded.
+    ``max_pixels`` (at most :data:`MAX_PIXELS`) bounds the decoding work; the size is read from the
+    header, before any pixel is decoded.
 
     Raises:
         DataError: the file is missing, empty, not a regular file, not an image, truncated, or too large.
+    """
+    return read_photo(path, max_pixels)[0]
+
+
+def read_photo(path: str | Path, max_pixels: int = MAX_PIXELS, working_pixels: int | None = None
+               ) -> tuple[Image.Image, float]:
+    """:func:`read_image`, and a photo over ``working_pixels`` decoded down to about that many
+    pixels (a JPEG at a reduced scale straight from the file, others resized after decoding);
+    returns the image and its ``scale``, the photo's pixels per pixel of the image (1.0 when kept).
+
+    Raises:
+        DataError: as :func:`read_image`.
     """
     p = Path(path)
     try:
@@ -115,15 +134,22 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise DataError(p, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap is ours (MAX_PIXELS), checked from the header below
             with Image.open(p, formats=READ_FORMATS) as img:
                 w, h = img.size
                 if w * h > min(max_pixels, MAX_PIXELS):
                     raise _too_large(p, f"is {w}x{h} = {w * h:,} pixels", min(max_pixels, MAX_PIXELS))
                 if w < 1 or h < 1:
                     raise DataError(p, f"image has no pixels ({w}x{h})")
+                shrink = math.sqrt(working_pixels / (w * h)) if working_pixels and w * h > working_pixels else 1.0
+                if shrink < 1.0:
+                    # JPEG: decode at the smallest of 1/2, 1/4, 1/8 that keeps at least half the working side
+                    img.draft("RGB", (max(1, int(w * shrink / 2)), max(1, int(h * shrink / 2))))
                 img.load()
-                return upright_rgb(img, p)
+                out = img
+                if out.width * out.height > (working_pixels or out.width * out.height):
+                    out = out.resize((max(1, round(w * shrink)), max(1, round(h * shrink))), Image.Resampling.BOX)
+                return upright_rgb(out, p), w / out.width
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # Pillow's own, looser check
