@@ -42,3 +42,31 @@ def test_shipped_age_model_loads_and_matches_its_card():
     card = model_card("tiny_age_net-utkface")
     assert est.task == "age" and est.labels.num_labels == 101 and est.input_size == 64
     assert card["bytes"] < 3_000_000 and "non-commercial" in card["licence"]
+
+
+def test_the_default_models_predict_from_their_shipped_graph_without_an_export(tmp_path, monkeypatch):
+    """The shipped defaults carry their ONNX graph (fp16 weights): no torch export, no cache written."""
+    from dldl.hub import MODELS_DIR, model_card
+
+    monkeypatch.setenv("DLDL_CACHE", str(tmp_path / "cache"))
+    for name in ("mobilenet_v2-age", "mobilenet_v2-beauty"):
+        est = load(name, runtime="onnx")
+        assert type(est.model).__name__ == "OnnxNetwork" and est.model.path == MODELS_DIR / model_card(name)["onnx"]["file"]
+        assert est.name == name and est.version == model_card(name)["sha256"][:12]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_install_ships_a_graph_and_a_tampered_graph_is_refused(tiny_run, tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setattr("dldl.hub.MODELS_DIR", tmp_path)
+    install(tiny_run / "run" / "best.pt", "toy", {}, tmp_path)
+    card = json.loads((tmp_path / "toy.json").read_text())
+    assert card["onnx"]["file"] == "toy.onnx" and (tmp_path / "toy.onnx").stat().st_size == card["onnx"]["bytes"]
+    crops = np.zeros((2, load("toy").cache_size, load("toy").cache_size, 3), np.uint8)
+    graph, net = load("toy", runtime="onnx"), load("toy", runtime="torch")
+    np.testing.assert_allclose(graph.predict_arrays(crops).estimate, net.predict_arrays(crops).estimate, atol=1e-3)
+    with open(tmp_path / "toy.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(CheckpointError, match="sha256 does not match its model card"):
+        load("toy", runtime="onnx")

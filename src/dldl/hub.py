@@ -81,14 +81,20 @@ class Weights:
 
 
 def _shipped_name(path: Path) -> str | None:
-    """The shipped model ``path`` is the file of, however it was named (by name, or by a path into
-    the package's models folder), else ``None``."""
+    """The shipped model ``path`` is a file of (its checkpoint ``.pt`` or its ``.onnx``), however it
+    was named (by name, or by a path into the package's models folder), else ``None``."""
     try:
-        if path.suffix == ".pt" and path.resolve().parent == MODELS_DIR.resolve() and (MODELS_DIR / f"{path.stem}.json").exists():
+        if path.suffix in (".pt", ".onnx") and path.resolve().parent == MODELS_DIR.resolve() and \
+                (MODELS_DIR / f"{path.stem}.json").exists():
             return path.stem
     except OSError:
         pass
     return None
+
+
+def _expected_sha256(path: Path, card: dict[str, Any]) -> str | None:
+    """What the card says ``path`` (its checkpoint, or its ONNX graph) must hash to."""
+    return (card.get("onnx") or {}).get("sha256") if path.suffix == ".onnx" else card.get("sha256")
 
 
 def resolve(name_or_path: str | os.PathLike) -> Weights:
@@ -128,9 +134,18 @@ def resolve(name_or_path: str | os.PathLike) -> Weights:
         raise CheckpointError(path, f"cannot be read ({e.strerror or first_line(e)})") from None
     shipped = _shipped_name(path)
     card = model_card(shipped) if shipped else {}
-    if shipped and sha != card.get("sha256"):
+    if shipped and sha != _expected_sha256(path, card):
         raise CheckpointError(path, "sha256 does not match its model card; the file is damaged or was replaced")
     return Weights(text, path, sha, card)
+
+
+def shipped_graph(weights: Weights) -> Weights | None:
+    """The ONNX graph shipped beside a shipped checkpoint (its card's ``onnx`` entry), checked, or
+    ``None`` when the card names none: what predicts without torch."""
+    entry = weights.card.get("onnx")
+    if not entry or weights.exported:
+        return None
+    return resolve(weights.path.with_name(entry["file"]))
 
 
 def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", runtime: str = "torch",
@@ -162,6 +177,9 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", ru
     meta = _card_meta(weights)
     if weights.exported:
         return _named(load_exported(weights.path, threads), weights, meta)
+    graph = shipped_graph(weights) if runtime == "onnx" else None
+    if graph is not None:  # a shipped model's own ONNX graph: no torch, no export
+        return _named(load_exported(graph.path, threads), weights, meta)
     card_spec = ModelSpec.from_dict(weights.card["spec"]) if "spec" in weights.card else None
     onnx_path = files.cache_dir() / "onnx" / f"{weights.sha256}.onnx"
     if runtime == "onnx" and card_spec is not None:  # a shipped model exported before: no torch network to build
@@ -318,6 +336,25 @@ def install(checkpoint_path: str | os.PathLike, name: str, card: dict[str, Any],
     spec = ModelSpec.from_payload(ck, checkpoint_path).to_dict()
     path = save_checkpoint(out_dir / f"{name}.pt", {"spec": spec, "epoch": ck.get("epoch"), "state_dict": half,
                                                     "ema_state_dict": None})
-    text = json.dumps({**card, "name": name, "spec": spec, "sha256": file_sha256(path), "bytes": path.stat().st_size}, indent=1)
-    files.write_atomic(out_dir / f"{name}.json", Path.write_text, text + "\n")
+    card = {**card, "name": name, "spec": spec, "sha256": file_sha256(path), "bytes": path.stat().st_size}
+    card.pop("onnx", None)
+    files.write_atomic(out_dir / f"{name}.json", Path.write_text, json.dumps(card, indent=1) + "\n")
+    install_graph(name, out_dir)
     return path
+
+
+def install_graph(name: str, out_dir: Path | None = None) -> Path:
+    """Ship the ONNX graph of installed model ``name`` beside its checkpoint (``<name>.onnx``, the
+    weights stored as float16: :func:`dldl.export.export` with ``half_weights``) and record its
+    sha256 and size in the card's ``onnx`` entry, so that the model predicts without torch."""
+    from dldl.export import export
+
+    out_dir = MODELS_DIR if out_dir is None else Path(out_dir)
+    card_path = out_dir / f"{name}.json"
+    card = json.loads(card_path.read_text())
+    checkpoint_path = out_dir / f"{name}.pt"
+    estimator = Estimator.from_checkpoint(checkpoint_path, spec=ModelSpec.from_dict(card["spec"]))
+    graph = export(estimator, out_dir / f"{name}.onnx", "onnx", half_weights=True)
+    card["onnx"] = {"file": graph.name, "sha256": file_sha256(graph), "bytes": graph.stat().st_size}
+    files.write_atomic(card_path, Path.write_text, json.dumps(card, indent=1) + "\n")
+    return graph

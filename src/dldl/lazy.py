@@ -15,6 +15,29 @@ import sys
 from types import ModuleType
 
 
+EXTRAS = {"torch": "train"}
+"""Optional packages and the extra of dldl that installs them (``pip install 'dldl[train]'``)."""
+
+
+class Missing(ModuleType):
+    """Stands for an optional package that is not installed: any use of it is one
+    :class:`~dldl.errors.DldlError` line saying what needs it and how to install it.
+
+    >>> Missing("torch").zeros(3)
+    Traceback (most recent call last):
+    ...
+    dldl.errors.DldlError: this needs torch, which is not installed: pip install 'dldl[train]' (prediction with the shipped default models needs no torch)
+    """
+
+    def __getattr__(self, attribute: str) -> object:
+        from dldl.errors import DldlError
+
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        raise DldlError(f"this needs {self.__name__}, which is not installed: pip install 'dldl[{EXTRAS.get(self.__name__, self.__name__)}]' "
+                        "(prediction with the shipped default models needs no torch)")
+
+
 def lazy_import(name: str) -> ModuleType:
     """The module ``name``: the real one if it is imported already, else a stand-in that imports it
     on first attribute access (``importlib.util.LazyLoader``; the stand-in then is the module).
@@ -30,6 +53,8 @@ def lazy_import(name: str) -> ModuleType:
         return sys.modules[name]
     spec = importlib.util.find_spec(name)
     if spec is None or spec.loader is None:
+        if name in EXTRAS:  # an optional part of dldl: the module imports, and a use of it says what to install
+            return Missing(name)
         raise ModuleNotFoundError(f"No module named {name!r}", name=name)
     loader = importlib.util.LazyLoader(spec.loader)
     spec.loader = loader
