@@ -259,3 +259,25 @@ def test_a_large_real_photo_is_read_smaller_with_boxes_in_its_own_pixels(tmp_pat
             box = r.json()["faces"][0]["box"]
         side = max(ref[2] - ref[0], ref[3] - ref[1])  # the detector sees a resampled photo: a few % of the face apart
         np.testing.assert_allclose(np.array(box) / factor, ref, atol=0.06 * side)
+
+
+def test_a_beauty_interval_keeps_its_tenths_in_the_table_and_on_the_picture(monkeypatch):
+    """It was '1.5-5' in the table and '(2-5)' on the annotated photo for a 1-10 score."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from dldl import annotate
+    from dldl.results import FacePrediction, PhotoResult
+
+    face = FacePrediction((10.0, 10.0, 60.0, 70.0), None, 0.9, 4.1, (1.5, 5.0), None, np.zeros((4, 4, 3), np.uint8))
+    assert PhotoResult("x.jpg", [face], "beauty", "m").table_rows()[0][4] == "1.5-5.0"
+    from PIL import ImageDraw
+
+    drawn = []
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", lambda self, xy, text, **k: drawn.append(text))
+    annotate.annotate_photo(Image.new("RGB", (200, 150)), [SimpleNamespace(box=face.box, value=4.1, interval=(1.5, 5.0), flags=())],
+                            "beauty")
+    assert drawn == ["1  beauty 4.1 (1.5-5.0)"]

@@ -34,8 +34,9 @@ def annotate_photo(image: Any, faces: Sequence[Any], task: str, numbers: Sequenc
         draw.rectangle((x0 - width, y0 - width, x1 + width, y1 + width), outline=(0, 0, 0), width=width)
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
         text = f"{n}  {task} {face.value:.1f}"
-        if getattr(face, "interval", None):
-            text += f" ({face.interval[0]:.0f}-{face.interval[1]:.0f})"
+        if getattr(face, "interval", None):  # years in whole numbers; a score on a 1-10 scale keeps its tenths
+            digits = 0 if task == "age" else 1
+            text += f" ({face.interval[0]:.{digits}f}-{face.interval[1]:.{digits}f})"
         if getattr(face, "flags", ()):
             text += " ?"  # a flagged estimate (see the table's note)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
