@@ -424,13 +424,11 @@ def serve(
         raise DldlError(f"--port {port}: must be in 0-65535 (0: any free port)")
     if not 0 < max_upload_mb <= 1000:  # also refuses inf and nan
         raise DldlError(f"--max-upload-mb {max_upload_mb}: must be > 0 and at most 1000")
-    import uvicorn
-
-    from dldl.serve import create_app
+    from dldl.serve import ServerLimits, create_app, run as run_server
 
     models = dict(TASKS) if task == "both" else {task: model or TASKS[task]}
     web = create_app(models, max_upload_bytes=int(max_upload_mb * 1e6))
-    uvicorn.run(web, host=host, port=port, log_level="info")
+    run_server(web, host, port, ServerLimits())
 
 
 @app.command()
