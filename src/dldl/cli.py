@@ -113,7 +113,8 @@ def train(
     \b
     Examples (CPU):
       dldl train --profile cpu --root ../shared/data/utkface --out runs/tiny64
-      dldl train --dataset csv --root my_faces.csv --out runs/mine --set init_from=mobilenet_v2-age --model mobilenet_v2 --input-size 96
+      dldl train --dataset csv --root my_faces.csv --out runs/mine --set init_from=mobilenet_v2-age --set freeze=[features] --set lr=3e-4 --batch-size 16 --epochs 10 --set val_fraction=0.25
+    (fine-tuning: the model's network, labels and template are taken where unset; README "Training on your own data")
     """
     from dldl.training import TrainConfig
     from dldl.training import train as run_training

@@ -90,7 +90,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0 keeps an exponential moving average of the weights for evaluation
     augment: AugmentConfig | None = None  # None: the paper's augmentation at input_size
     tta_flip: bool = True
-    init_from: str | None = None  # start from these weights (fine-tuning; a run's EMA copy if it has one), head kept if shapes match
+    init_from: str | None = None  # start from these weights (fine-tuning; a run's EMA copy if it has one); from_sources takes its network, task, labels and template where unset (adopt_init_from); another network is refused, another head starts afresh (a warning)
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept as they are (with their batch-norm statistics), e.g. [features] for a MobileNet's backbone
     backbone_weights: str | None = None  # pre-trained backbone: "imagenet" (mobilenet_v2, efficientnet_lite0), "face_recognition" (dlib_resnet29), or a weight file
     # runtime
     out_dir: str = "runs/default"
@@ -152,14 +153,51 @@ class TrainConfig:
         if unknown:
             raise DldlError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         dataset = fields.get("dataset", cls.dataset)
+        user = set(fields)
         if not fields.get("sources"):
             name = coerce("dataset", str, dataset)
             need(_known_dataset(name), "dataset", dataset, f"one of {', '.join(DATASETS)}")
             fields = {**get_dataset(name).defaults(), **fields}
+        if coerce("init_from", str | None, fields.get("init_from")) is not None:
+            fields = adopt_init_from(fields, user)
         return cls(**fields)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def adopt_init_from(fields: dict[str, Any], user: set[str]) -> dict[str, Any]:
+    """``fields`` with the ``init_from`` model's network (``model``, ``model_kwargs``, ``input_size``)
+    and, when its task is the run's (or the data is a CSV, which has no task of its own), its ``task``,
+    ``labels`` and ``template``, each where the user
+    (``user``: the fields a profile, YAML file or option set) gave none. So ``init_from=mobilenet_v2-age``
+    alone fine-tunes that network with its head (ages 0-116) instead of a new head over the dataset's
+    default 0-100. A model of another task (an age model on MEBeauty) keeps the dataset's labels;
+    its head then starts afresh (:func:`dldl.training.train.build_model` warns).
+
+    Raises:
+        CheckpointError / DldlError: ``init_from`` is not a model file or shipped name.
+    """
+    from dldl.hub import checkpoint
+    from dldl.models.spec import ModelSpec
+
+    weights, payload = checkpoint(coerce("init_from", str, fields["init_from"]))
+    spec = ModelSpec.from_payload(payload, weights.path)
+    labels = spec.labels
+    own = {"model": spec.architecture, "model_kwargs": dict(spec.model_kwargs), "input_size": spec.input_size,
+           "task": spec.task, "labels": f"{labels.start:g}:{labels.stop:g}:{labels.step:g}", "template": spec.template}
+    out = dict(fields)
+    for name in ("model", "input_size"):
+        if name not in user:
+            out[name] = own[name]
+    if "model_kwargs" not in user and out.get("model", TrainConfig.model) == spec.architecture:
+        out["model_kwargs"] = own["model_kwargs"]
+    generic = not fields.get("sources") and fields.get("dataset", TrainConfig.dataset) == "csv"  # a CSV has no task of its own
+    if out.get("task", TrainConfig.task) == spec.task or ("task" not in user and generic):
+        for name in ("task", "labels", "template"):
+            if name not in user:
+                out[name] = own[name]
+    return out
 
 
 # profiles: the paper's recipe on a GPU, and a small-input recipe for 2 CPU cores
@@ -266,6 +304,8 @@ def check_config(cfg: TrainConfig) -> None:
          "unset when resume is set (continue the run, or start it again)")
     need(not (cfg.backbone_weights and cfg.init_from), "init_from", cfg.init_from,
          "unset when backbone_weights is set (one initialisation)")
+    need(all(isinstance(p, str) and p for p in cfg.freeze), "freeze", cfg.freeze,
+         "a list of parameter-name prefixes, e.g. [features]")
     factory = model_factory(cfg.model)
     smallest = min_input_size(cfg.model)
     need(cfg.input_size >= smallest, "input_size", cfg.input_size, f"at least {smallest} for {cfg.model}")
