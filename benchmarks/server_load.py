@@ -7,6 +7,13 @@ Records latency p50/p99/max for valid and invalid requests, throughput, and the 
 (``VmHWM``) after warm-up and after the run. Exit status 1 if any check failed.
 
     OMP_NUM_THREADS=1 python benchmarks/server_load.py --requests 500 --clients 16 --json load.json
+
+``--idle-sockets N`` (with ``--fd-limit``) first opens N sockets that send nothing, then times a real
+request (it must be answered), and reports how many idle sockets the server closed and how much it
+logged; ``--memory-requests N`` then sends N photos one by one and samples the server's RSS every
+``--memory-every`` requests (a leak grows without end, a cache or an allocator's arenas level off):
+
+    python benchmarks/server_load.py --requests 0 --idle-sockets 300 --fd-limit 256 --memory-requests 4000 --json serve_limits.json
 """
 
 from __future__ import annotations
@@ -128,10 +135,16 @@ def memory_kb(pid: int) -> dict[str, int]:
     return {key: int(fields[key].split()[0]) for key in ("VmHWM", "VmRSS")}
 
 
-def start_server(port: int, max_upload_mb: float, log, timeout: float = 180.0) -> subprocess.Popen:
-    """``dldl serve`` on ``port`` (stdout and stderr into the open file ``log``), once ``/v1/health`` answers."""
-    command = [sys.executable, "-m", "dldl.cli", "serve", "--port", str(port), "--max-upload-mb", str(max_upload_mb)]
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={"OMP_NUM_THREADS": "1", **os.environ})
+def start_server(port: int, max_upload_mb: float, log, timeout: float = 180.0, fd_limit: int | None = None,
+                 command: list[str] | None = None) -> subprocess.Popen:
+    """``dldl serve`` (or ``command``) on ``port`` (stdout and stderr into the open file ``log``), with
+    at most ``fd_limit`` open files, once ``/v1/health`` answers."""
+    import resource
+
+    command = command or [sys.executable, "-m", "dldl.cli", "serve", "--port", str(port), "--max-upload-mb", str(max_upload_mb)]
+    limit = None if fd_limit is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit)))
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={"OMP_NUM_THREADS": "1", **os.environ},
+                              preexec_fn=limit)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -147,6 +160,58 @@ def start_server(port: int, max_upload_mb: float, log, timeout: float = 180.0) -
     raise RuntimeError(f"dldl serve did not answer within {timeout:.0f} s; see {log.name}")
 
 
+def idle_flood(port: int, sockets: int, log_path: Path, wait_s: float = 0.0) -> dict:
+    """Open ``sockets`` connections that send nothing, then time a ``GET /v1/health`` and a photo
+    upload; after ``wait_s`` more seconds, count the idle sockets the server has closed. The log's
+    growth over the flood comes with it. The idle sockets are closed before returning."""
+    import select
+
+    before = log_path.stat().st_size
+    idle = []
+    try:
+        for _ in range(sockets):
+            s = socket.socket()
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", port))
+            except OSError:  # the backlog is full: the flood has done what it can
+                s.close()
+                break
+            idle.append(s)
+        photo = Upload("valid", sorted(PHOTOS_DIR.glob("*.jpg"))[0].name, sorted(PHOTOS_DIR.glob("*.jpg"))[0].read_bytes())
+        start = time.perf_counter()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/v1/health")
+            health = conn.getresponse().status
+        except OSError as e:
+            health = f"{type(e).__name__}: {e}"
+        health_s = time.perf_counter() - start
+        upload = send(port, photo, timeout=30)
+        time.sleep(wait_s)
+        readable, _, _ = select.select(idle, [], [], 0)
+        closed = sum(1 for s in readable if not s.recv(1))  # readable with no data: closed by the server
+    finally:
+        for s in idle:
+            s.close()
+    return {"idle_sockets": len(idle), "health_status": health, "health_s": round(health_s, 3),
+            "upload_status": upload["status"], "upload_s": round(upload["latency_s"], 3),
+            "idle_closed_by_server": closed, "log_bytes": log_path.stat().st_size - before}
+
+
+def memory_curve(port: int, pid: int, requests: int, every: int = 100) -> list[dict]:
+    """Send ``requests`` photo uploads one at a time; the server's RSS (and peak) every ``every``."""
+    photos = [Upload("valid", p.name, p.read_bytes()) for p in sorted(PHOTOS_DIR.glob("*.jpg"))]
+    rows = [{"requests": 0, **{k.lower(): v / 1024 for k, v in memory_kb(pid).items()}}]
+    for i in range(1, requests + 1):
+        record = send(port, photos[i % len(photos)])
+        if record.get("status") != 200:
+            raise RuntimeError(f"request {i}: {problem(record) or record.get('status')}")
+        if i % every == 0 or i == requests:
+            rows.append({"requests": i, **{k.lower(): v / 1024 for k, v in memory_kb(pid).items()}})
+    return rows
+
+
 def latency_ms(records: list[dict]) -> dict[str, float | int]:
     lat = np.array([r["latency_s"] for r in records]) * 1000
     if not len(lat):
@@ -155,23 +220,30 @@ def latency_ms(records: list[dict]) -> dict[str, float | int]:
 
 
 def run(requests: int = 500, clients: int = 16, max_upload_mb: float = 1.0, valid_fraction: float = 0.5,
-             seed: int = 0, log_path: Path = Path(tempfile.gettempdir()) / "dldl_server_load.log") -> dict:
-    """Start ``dldl serve``, warm it up, fire ``requests`` uploads from ``clients`` threads; the summary."""
+             seed: int = 0, log_path: Path = Path(tempfile.gettempdir()) / "dldl_server_load.log",
+             idle_sockets: int = 0, fd_limit: int | None = None, memory_requests: int = 0, memory_every: int = 100) -> dict:
+    """Start ``dldl serve``, warm it up, fire ``requests`` uploads from ``clients`` threads (after an
+    :func:`idle_flood` of ``idle_sockets``, before a :func:`memory_curve` of ``memory_requests``); the summary."""
     kinds = uploads(int(max_upload_mb * 1e6), seed)
     valid, invalid = [u for u in kinds if u.valid], [u for u in kinds if not u.valid]
     rng = random.Random(seed)
     plan = [rng.choice(valid) if rng.random() < valid_fraction else rng.choice(invalid) for _ in range(requests)]
     port = free_port()
+    flood, curve = None, []
     with open(log_path, "w") as log:
-        server = start_server(port, max_upload_mb, log)
+        server = start_server(port, max_upload_mb, log, fd_limit=fd_limit)
         try:
             warmup = [send(port, u) for u in valid]
+            if idle_sockets:
+                flood = idle_flood(port, idle_sockets, log_path)
             before = memory_kb(server.pid)
             start = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
+            with ThreadPoolExecutor(max(clients, 1)) as pool:
                 records = list(pool.map(lambda u: send(port, u), plan))
             wall = time.perf_counter() - start
             after = memory_kb(server.pid)
+            if memory_requests:
+                curve = memory_curve(port, server.pid, memory_requests, memory_every)
             alive = server.poll() is None
         finally:
             server.terminate()
@@ -179,12 +251,14 @@ def run(requests: int = 500, clients: int = 16, max_upload_mb: float = 1.0, vali
     problems = [p for p in map(problem, warmup + records) if p]
     if not alive:
         problems.append("the server died during the run")
+    if flood and (flood["health_status"] != 200 or flood["upload_status"] != 200):
+        problems.append(f"after {flood['idle_sockets']} idle sockets: health {flood['health_status']}, upload {flood['upload_status']}")
     statuses: dict[str, dict[str, int]] = {}
     for r in records:
         counts = statuses.setdefault(r["kind"], {})
         counts[str(r["status"])] = counts.get(str(r["status"]), 0) + 1
     return {"requests": requests, "clients": clients, "answered": sum(r["status"] is not None for r in records),
-            "wall_s": wall, "throughput_rps": requests / wall,
+            "wall_s": wall, "throughput_rps": requests / max(wall, 1e-9), "idle_flood": flood, "memory_curve": curve,
             "latency_ms": {"valid": latency_ms([r for r in records if r["kind"] == "valid"]),
                            "invalid": latency_ms([r for r in records if r["kind"] != "valid"])},
             "statuses": statuses, "peak_rss_mb": {"after_warmup": before["VmHWM"] / 1024, "after_run": after["VmHWM"] / 1024},
@@ -201,7 +275,11 @@ def markdown(summary: dict) -> str:
         f"{summary['throughput_rps']:.1f} requests/s, {len(summary['problems'])} problems",
         "", "| requests | count | p50 ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: | ---: |", *rows, "",
         f"server peak RSS (VmHWM): {rss['after_warmup']:.0f} MB after warm-up, {rss['after_run']:.0f} MB after the run",
-        "statuses by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items()))])
+        "statuses by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items())),
+        *([f"idle flood: {json.dumps(summary['idle_flood'])}"] if summary.get("idle_flood") else []),
+        *(["", "| requests | RSS MB | peak MB |", "| ---: | ---: | ---: |",
+           *(f"| {r['requests']} | {r['vmrss']:.0f} | {r['vmhwm']:.0f} |" for r in summary["memory_curve"])]
+          if summary.get("memory_curve") else [])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,8 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the summary here")
     parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "dldl_server_load.log", help="the server's log")
+    parser.add_argument("--idle-sockets", type=int, default=0, help="first open this many sockets that send nothing")
+    parser.add_argument("--fd-limit", type=int, help="the server's open-file limit (e.g. 256)")
+    parser.add_argument("--memory-requests", type=int, default=0, help="then send this many photos one by one, sampling RSS")
+    parser.add_argument("--memory-every", type=int, default=100)
     args = parser.parse_args(argv)
-    summary = run(args.requests, args.clients, args.max_upload_mb, seed=args.seed, log_path=args.log)
+    summary = run(args.requests, args.clients, args.max_upload_mb, seed=args.seed, log_path=args.log,
+                  idle_sockets=args.idle_sockets, fd_limit=args.fd_limit, memory_requests=args.memory_requests,
+                  memory_every=args.memory_every)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=1))

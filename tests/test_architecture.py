@@ -17,7 +17,7 @@ LAYERS = [
     ("networks", ["dldl.models", "dldl.models.registry", "dldl.models.vgg", "dldl.models.mobilenet", "dldl.models.dlib_resnet",
                   "dldl.models.ensemble", "dldl.models.spec", "dldl.models.readout", "dldl.models.backbone_weights",
                   "dldl.checkpoint"]),
-    ("runtime", ["dldl.runtime", "dldl.export"]),
+    ("runtime", ["dldl.runtime", "dldl.export", "dldl.graphcheck"]),
     ("hub", ["dldl.hub"]),
     ("pipeline", ["dldl.results", "dldl.predictor", "dldl.video", "dldl.annotate", "dldl.outputs", "dldl.parquet"]),
     ("evaluation", ["dldl.evaluate", "dldl.plots"]),

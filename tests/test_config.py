@@ -39,7 +39,37 @@ BAD = [
     ("sources=[{dataset: aaf, root: x, target: teachers}]", "sources[0].target 'teachers': must be set only when teachers are given"),
     ("sources=[{dataset: aaf, root: x, target: teacher}]", "sources[0].target 'teacher': must be one of gaussian, gaussian_fixed, histogram, interval, teachers"),
     ("model_kwargs={width: 2}", "model_kwargs {'width': 2}: must be options of tiny_age_net (hybrid_pool)"),
+    ("sigma=1e308", "sigma 1e+308: must be a number in [0, 100] (the label set's span; a wider Gaussian is flat)"),
 ]
+
+BOUNDS = [  # each was accepted (and ran, or failed later with a traceback) before it had a bound
+    (dict(sigma=1e308), "sigma 1e+308: must be a number in [0, 100]"),  # was a ValueError inside the targets (exit 3)
+    (dict(labels="1:10:0.1", sigma=12), "sigma 12.0: must be a number in [0, 9]"),
+    (dict(seed=10**23), "seed 100000000000000000000000: must be a whole number in [0, 2**63 - 1]"),  # torch overflow (exit 3)
+    (dict(seed=-1), "seed -1: must be a whole number in [0, 2**63 - 1]"),
+    (dict(seed="100000000000000000000000"), "seed 100000000000000000000000: must be"),
+    (dict(labels="0:1e9"), "labels '0:1e9': must be at most 10,000 labels (this is 1,000,000,001)"),  # a 224 GB allocation (exit 3)
+    (dict(cache_size=99999), "cache_size 99999: must be at most 2048 (the stored crop side in pixels)"),  # MemoryError (exit 3)
+    (dict(epochs=10**18), "epochs 1000000000000000000: must be at most 10,000"),  # trained on, for ever
+    (dict(epochs="1e18"), "epochs 1000000000000000000: must be at most 10,000"),
+    (dict(input_size=4096), "input_size 4096: must be at most 1024"),  # refused only after the data was decoded (exit 3)
+    (dict(sources=[{"dataset": "csv", "root": "x.csv", "sigma": 1e308}]), "sources[0].sigma 1e+308: must be a number in [0, 100]"),
+]
+
+
+@pytest.mark.parametrize("fields, message", BOUNDS, ids=[",".join(f"{k}={v}"[:24] for k, v in f.items()) for f, _ in BOUNDS])
+def test_every_size_and_number_has_a_bound(fields, message):
+    """Values that are well-typed but absurd are one ConfigError line, before anything is read or allocated."""
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**fields)
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_the_bounds_keep_every_shipped_recipe():
+    """The largest settings dldl's own recipes use stay inside the bounds."""
+    TrainConfig(input_size=1024, cache_size=2048, epochs=10_000, seed=2**63 - 1, labels="0:116:1", sigma=3)
+    TrainConfig(labels="1:10:0.1", sigma=1.86)
+    TrainConfig.from_sources("paper")
 
 
 @pytest.mark.parametrize("setting,message", BAD, ids=[b[0] for b in BAD])

@@ -189,3 +189,166 @@ def test_decoding_work_is_bounded_by_pixels_and_time(detector):
     with TestClient(create_app(detector=detector, request_timeout_s=0.0)) as client:
         r = client.post("/v1/predict", files={"file": ("late.png", photo.getvalue(), "image/png")})
         assert r.status_code == 503 and r.json()["error"].startswith("server busy: the request")
+
+
+def test_idle_sockets_cannot_lock_the_server_out_and_its_memory_stays_flat(tmp_path):
+    """``dldl serve`` with 256 open files: 300 sockets that send nothing, then a real request is
+    answered at once (before: timed out after 30 s, accept() failing with EMFILE and 115 MB of log in
+    25 s); then 400 uploads after a warm-up keep its RSS flat (it grew 36 KB an upload: the face
+    detector's wheel leaked its result buffer on every call). About 20 s, most of it the server's start."""
+    import io
+
+    port = server_load.free_port()
+    log_path = tmp_path / "server.log"
+    buffer = io.BytesIO()
+    Image.new("RGB", (160, 120), (90, 120, 150)).save(buffer, "PNG")
+    blank = server_load.Upload("no_face", "blank.png", buffer.getvalue())
+    with open(log_path, "w") as log:
+        server = server_load.start_server(port, 1.0, log, fd_limit=256)
+        try:
+            flood = server_load.idle_flood(port, 300, log_path)
+            statuses = [server_load.send(port, blank)["status"] for _ in range(100)]  # warm-up
+            before = server_load.memory_kb(server.pid)["VmRSS"]
+            statuses += [server_load.send(port, blank)["status"] for _ in range(400)]
+            grown_mb = (server_load.memory_kb(server.pid)["VmRSS"] - before) / 1024
+        finally:
+            server.terminate()
+            server.wait(30)
+    assert flood["idle_sockets"] == 300 and flood["health_status"] == 200 and flood["health_s"] < 3, flood
+    assert flood["upload_status"] == 200 and flood["idle_closed_by_server"] >= 150, flood
+    assert flood["log_bytes"] < 100_000, flood
+    assert statuses == [200] * 500
+    assert grown_mb < 6, f"RSS grew {grown_mb:.1f} MB over 400 uploads"
+
+
+@pytest.fixture
+def guarded_server():
+    """A uvicorn server in a thread of this process on 127.0.0.1 with :func:`dldl.serve.guarded_protocol`
+    and short limits, over an app that reads the body and answers 200; yields ``(port, limits)``."""
+    import threading
+    import time
+
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from dldl.serve import ServerLimits, guarded_protocol
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    limits = ServerLimits(max_connections=5, header_timeout_s=0.6, body_timeout_s=1.2, keep_alive_s=2)
+    port = server_load.free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=guarded_protocol(H11Protocol, limits), lifespan="off",
+                            log_level="warning", timeout_keep_alive=limits.keep_alive_s)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    yield port, limits
+    server.should_exit = True
+    thread.join(10)
+
+
+def _closed_after(sock, limit_s: float) -> float | None:
+    """Seconds until the server closes ``sock`` (reads give b''), or None if it stays open ``limit_s``."""
+    import socket
+    import time
+
+    start = time.monotonic()
+    sock.settimeout(0.05)
+    while time.monotonic() - start < limit_s:
+        try:
+            if sock.recv(4096) == b"":
+                return time.monotonic() - start
+        except socket.timeout:
+            continue
+        except OSError:
+            return time.monotonic() - start
+    return None
+
+
+def test_silent_slow_and_surplus_connections_are_closed(guarded_server):
+    """uvicorn has no request-head timeout: a socket that sends nothing, or a head a byte at a time,
+    stayed open for ever. Now: closed after ``header_timeout_s``; a body that stops after
+    ``body_timeout_s``; beyond ``max_connections`` the one idle longest at once; while a normal
+    keep-alive connection serves two requests and any number of quick requests go through."""
+    import http.client
+    import socket
+    import time
+
+    port, limits = guarded_server
+
+    def connect():
+        return socket.create_connection(("127.0.0.1", port), timeout=2)
+
+    silent = connect()
+    assert limits.header_timeout_s * 0.8 < _closed_after(silent, 5) < limits.header_timeout_s + 1
+    slow_head = connect()
+    start = time.monotonic()
+    for ch in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 30:
+        try:
+            slow_head.sendall(bytes([ch]))
+        except OSError:
+            break
+        time.sleep(0.1)
+    assert time.monotonic() - start < limits.header_timeout_s + 1.5 and _closed_after(slow_head, 2) is not None
+    slow_body = connect()
+    slow_body.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+    assert limits.body_timeout_s * 0.8 < _closed_after(slow_body, 5) < limits.body_timeout_s + 1
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # keep-alive: two requests, one connection
+    for _ in range(2):
+        conn.request("POST", "/", body=b"x" * 1000)
+        assert conn.getresponse().read() == b"ok"
+        time.sleep(limits.header_timeout_s / 2)
+    idle = [connect() for _ in range(12)]  # 12 silent sockets beside it, 5 kept
+    time.sleep(0.3)
+    closed = sum(_closed_after(s, 0.05) is not None for s in idle)
+    assert closed >= 12 - limits.max_connections, closed
+    for _ in range(20):  # quick requests are never the ones closed
+        quick = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        quick.request("GET", "/")
+        assert quick.getresponse().read() == b"ok"
+        quick.close()
+    for s in idle + [silent, slow_head, slow_body]:
+        s.close()
+    conn.close()
+
+
+def test_the_log_lets_a_few_lines_a_second_through_and_counts_the_rest():
+    import logging
+
+    from dldl.serve import LogRateLimit
+
+    now = [100.0]
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("dldl.test.flood")
+    logger.propagate = False
+    handler = Keep()
+    limiter = LogRateLimit(5, logger, clock=lambda: now[0])
+    handler.addFilter(limiter)
+    logger.addHandler(handler)
+    try:
+        for i in range(1000):
+            logger.error("socket.accept() out of system resource %d", i)
+        assert len(seen) == 5 and limiter.dropped == 995
+        now[0] += 1
+        logger.error("next second")
+        assert seen[5:] == ["995 log lines dropped (more than 5 a second)", "next second"]
+    finally:
+        logger.removeHandler(handler)

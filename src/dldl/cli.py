@@ -119,7 +119,8 @@ def train(
     \b
     Examples (CPU):
       dldl train --profile cpu --root ../shared/data/utkface --out runs/tiny64
-      dldl train --dataset csv --root my_faces.csv --out runs/mine --set init_from=mobilenet_v2-age --model mobilenet_v2 --input-size 96
+      dldl train --dataset csv --root my_faces.csv --out runs/mine --set init_from=mobilenet_v2-age --set freeze=[features] --set lr=3e-4 --batch-size 16 --epochs 10 --set val_fraction=0.25
+    (fine-tuning: the model's network, labels and template are taken where unset; README "Training on your own data")
     """
     from dldl.training import TrainConfig
     from dldl.training import train as run_training
@@ -518,13 +519,11 @@ def serve(
         raise DldlError(f"--port {port}: must be in 0-65535 (0: any free port)")
     if not 0 < max_upload_mb <= 1000:  # also refuses inf and nan
         raise DldlError(f"--max-upload-mb {max_upload_mb}: must be > 0 and at most 1000")
-    import uvicorn
-
-    from dldl.serve import create_app
+    from dldl.serve import ServerLimits, create_app, run as run_server
 
     models = dict(TASKS) if task == "both" else {task: model or TASKS[task]}
     web = create_app(models, max_upload_bytes=int(max_upload_mb * 1e6))
-    uvicorn.run(web, host=host, port=port, log_level="info")
+    run_server(web, host, port, ServerLimits())
 
 
 @app.command()

@@ -77,6 +77,11 @@ def coerce(name: str, hint: Any, value: Any) -> Any:
     if origin in (int, float):
         if isinstance(value, bool):
             raise ConfigError(name, value, "a number" if origin is float else "a whole number")
+        if origin is int and isinstance(value, (int, str)):  # exact: a float holds whole numbers only up to 2**53
+            try:
+                return int(value)
+            except ValueError:
+                pass  # "1e3", "4.5": through float below
         try:
             number = float(value)
         except (TypeError, ValueError):

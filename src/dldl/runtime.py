@@ -180,15 +180,34 @@ class OnnxNetwork:
     """An exported ONNX graph in an ONNX Runtime session (no torch): normalised float32
     ``(N, 3, S, S)`` -> ``(estimate (N,), distribution (N, K) or None)``, as numpy.
 
+    The graph is read and checked with ``onnx`` first (:func:`dldl.graphcheck.check_graph`: known
+    operators, every tensor of a known and bounded size), and the session is made from the bytes
+    checked, so a crafted file cannot make ONNX Runtime allocate gigabytes while it loads.
+
     Raises:
         CheckpointError: ``path`` is not a dldl ONNX export, was written by an older dldl (a graph
-            of logits), or its metadata does not describe its graph.
+            of logits), its graph is refused by the check above, or its metadata does not describe its graph.
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnx
         import onnxruntime as ort
 
+        from dldl.graphcheck import MAX_FILE_BYTES, check_graph
+
         self.path = Path(path)
+        try:
+            size = self.path.stat().st_size
+            if size > MAX_FILE_BYTES:  # not even read
+                raise CheckpointError(self.path, f"refused as a model graph: the file is {size:,} bytes, above the "
+                                                 f"limit of {MAX_FILE_BYTES:,}")
+            data = self.path.read_bytes()
+            graph = onnx.ModelProto.FromString(data)
+        except CheckpointError:
+            raise
+        except Exception as e:  # a damaged protobuf raises DecodeError; an unreadable file OSError
+            raise CheckpointError(self.path, f"not a dldl export ({first_line(e)[:200]})") from None
+        check_graph(graph, self.path, len(data))
         opts = ort.SessionOptions()
         # no spin-waiting between calls: a photo's few faces leave the threads idle most of the time,
         # and spinning burnt CPU (and slowed the detector beside it) for no gain
@@ -196,7 +215,7 @@ class OnnxNetwork:
         if threads:
             opts.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
             meta = json.loads(dict(self.session.get_modelmeta().custom_metadata_map)["dldl"])
         except Exception as e:  # onnxruntime raises many types for a bad file
             raise CheckpointError(self.path, f"not a dldl export ({first_line(e)[:200]})") from None

@@ -19,7 +19,11 @@ prediction run one request at a time in a worker thread, so memory stays bounded
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import resource
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
@@ -44,6 +48,189 @@ MAX_UPLOAD_BYTES = 10_000_000
 REQUEST_TIMEOUT_S = 10.0
 # the page may use only what the server sends it (and the photo the user picked, as a blob: URL)
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerLimits:
+    """What one ``dldl serve`` process allows its clients; :func:`run` applies them (the README's
+    serve paragraph and docs/RELIABILITY.md list them too).
+
+    Attributes:
+        max_connections: open connections kept; one more closes the connection that has waited longest
+            without a request in progress (idle, or still sending its request head), so idle sockets
+            cannot lock the server out. Kept below the process's open-file limit (:func:`run`).
+        backlog: connections waiting to be accepted (the listen queue); the event loop accepts at most
+            this many at once, so a burst cannot run the process out of file descriptors before the
+            oldest idle ones are closed.
+        header_timeout_s: a connection must send a complete request head this long after it opens, or
+            after its previous answer (uvicorn has no such timeout: a silent socket stayed open for ever).
+        body_timeout_s: ... and the rest of the request (the upload) this long after its head.
+        keep_alive_s: an idle keep-alive connection is closed after this (uvicorn's ``timeout_keep_alive``).
+        limit_concurrency: connections plus requests in progress beyond which uvicorn answers 503.
+        max_head_bytes: the largest request head (uvicorn's ``h11_max_incomplete_event_size``); a larger one gets 400.
+        graceful_shutdown_s: on Ctrl-C or SIGTERM, requests in progress get this long to finish.
+        log_lines_per_s: log lines let through a second; the rest are counted, and one line says how many were dropped.
+    """
+
+    max_connections: int = 100
+    backlog: int = 64
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keep_alive_s: int = 5
+    limit_concurrency: int = 128
+    max_head_bytes: int = 16 * 1024
+    graceful_shutdown_s: int = 10
+    log_lines_per_s: int = 50
+
+
+class LogRateLimit(logging.Filter):
+    """A logging filter that lets ``per_second`` records a second through and counts the rest; the
+    next second that passes any says how many were dropped, in one line on ``summary`` (a flood of
+    failing connections wrote 115 MB of log in 25 s). ``dropped`` counts every record held back;
+    ``clock`` gives the seconds (``time.monotonic``)."""
+
+    SUMMARY = "dldl_log_summary"
+
+    def __init__(self, per_second: int, summary: logging.Logger, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.per_second, self.summary, self.clock = per_second, summary, clock
+        self.second, self.passed, self.pending, self.dropped = 0, 0, 0, 0
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, self.SUMMARY, False):
+            return True
+        report = 0
+        with self.lock:
+            now = int(self.clock())
+            if now != self.second:
+                self.second, self.passed = now, 0
+            if self.passed >= self.per_second:
+                self.pending += 1
+                self.dropped += 1
+                return False
+            self.passed += 1
+            report, self.pending = self.pending, 0
+        if report:
+            self.summary.warning("%s log lines dropped (more than %s a second)", f"{report:,}", self.per_second,
+                                 extra={self.SUMMARY: True})
+        return True
+
+
+def guarded_protocol(base: type, limits: ServerLimits) -> type:
+    """``base`` (uvicorn's HTTP protocol class) with the connection limits of ``limits``: a request
+    head (and then its body) must arrive within its timeout, and beyond ``max_connections`` the
+    connection waiting longest for a request head is closed. The subclass reads only what uvicorn's
+    h11 and httptools protocols share (``cycle``, ``more_body``, ``response_complete``, ``transport``)."""
+    waiting: dict[Any, float] = {}  # connection -> when it began waiting for a request head (monotonic), insertion-ordered
+    open_: set[Any] = set()
+
+    class Guarded(base):  # type: ignore[misc, valid-type]
+        _seen: Any = None  # the last request cycle whose head was read
+        _phase: str | None = None  # what the connection must send next: "head", "body", or nothing (its request runs)
+        _timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            open_.add(self)
+            self._await_head()
+            if len(open_) > limits.max_connections:
+                oldest = min((c for c in waiting if c is not self), key=waiting.__getitem__, default=None)
+                if oldest is not None:
+                    oldest._close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            open_.discard(self)
+            waiting.pop(self, None)
+            self._cancel()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._track()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._await_head()
+                self._track()  # a pipelined request may have been read already
+
+        def _track(self) -> None:
+            """Move on when the parser has read a new request's head (a new cycle), then its body."""
+            cycle = self.cycle
+            if cycle is not None and cycle is not self._seen:  # the head is in: the app has the request
+                self._seen = cycle
+                waiting.pop(self, None)
+                self._phase = "body" if cycle.more_body else None
+                if cycle.more_body:
+                    self._deadline(limits.body_timeout_s)
+                else:
+                    self._cancel()
+            elif self._phase == "body" and not cycle.more_body:  # and now its body
+                self._phase = None
+                self._cancel()
+
+        def _await_head(self) -> None:
+            waiting[self] = time.monotonic()
+            self._phase = "head"
+            self._deadline(limits.header_timeout_s)
+
+        def _deadline(self, seconds: float) -> None:
+            self._cancel()
+            self._timer = self.loop.call_later(seconds, self._close)
+
+        def _cancel(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _close(self) -> None:
+            self._cancel()
+            waiting.pop(self, None)
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
+    return Guarded
+
+
+FILES_RESERVED = 64
+"""Open files a server needs besides its connections: model files, the log, the listening socket, ONNX Runtime's."""
+
+
+def fit_open_file_limit(limits: ServerLimits) -> ServerLimits:
+    """``limits`` made to fit this process's open-file limit: the soft limit is raised (up to the hard
+    one) to hold ``max_connections`` plus a ``backlog`` being accepted plus :data:`FILES_RESERVED`, and
+    where it cannot be, fewer connections are kept (with 256 files: 128)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = limits.max_connections + limits.backlog + FILES_RESERVED
+    if soft != resource.RLIM_INFINITY and soft < want:
+        soft = want if hard == resource.RLIM_INFINITY else min(hard, want)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        except (ValueError, OSError):
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return dataclasses.replace(limits, max_connections=max(1, min(limits.max_connections, soft - limits.backlog - FILES_RESERVED)))
+    return limits
+
+
+def run(app: Any, host: str, port: int, limits: ServerLimits = ServerLimits()) -> None:
+    """Serve ``app`` with uvicorn on ``host:port`` under ``limits`` until Ctrl-C or SIGTERM."""
+    import uvicorn
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    limits = fit_open_file_limit(limits)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", http=guarded_protocol(AutoHTTPProtocol, limits),
+                            backlog=limits.backlog, timeout_keep_alive=limits.keep_alive_s, limit_concurrency=limits.limit_concurrency,
+                            h11_max_incomplete_event_size=limits.max_head_bytes,
+                            timeout_graceful_shutdown=limits.graceful_shutdown_s)
+    summary = logging.getLogger("uvicorn.error")
+    limiter = LogRateLimit(limits.log_lines_per_s, summary)
+    for name in ("uvicorn", "uvicorn.access"):  # records of uvicorn.error reach the handlers of uvicorn
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(limiter)
+    logging.getLogger("asyncio").addFilter(limiter)  # e.g. "socket.accept() out of system resource", once a loop turn
+    uvicorn.Server(config).run()
 
 
 def _schema_models() -> tuple[type[BaseModel], type[BaseModel]]:

@@ -181,3 +181,17 @@ def test_decode_workers_exit_when_their_parent_is_killed(tmp_path):
         time.sleep(0.1)
     os.kill(worker, signal.SIGKILL)
     raise AssertionError("the decode worker outlived its killed parent by 10 s")
+
+
+def test_a_cache_larger_than_memory_is_one_line_before_any_decoding(tmp_path):
+    """Within the config's bounds (cache_size <= 2048) a large set can still need more memory than
+    there is: 100,000 images at 2048 px is 1.1 TiB. It was a MemoryError (exit 3); now one line."""
+    from pathlib import Path
+
+    from dldl.data.cache import decode_all
+    from dldl.data.samples import Sample, SampleList
+
+    many = SampleList("big/train", [Sample(Path(f"{i}.jpg"), 30.0) for i in range(100_000)])
+    with pytest.raises(DataError, match=r"^big/train: 100,000 images decoded at 2048x2048 need 1,171.9 GiB of memory, more than this "
+                                        r"machine has .*; lower cache_size"):
+        decode_all(many, 2048, workers=1)

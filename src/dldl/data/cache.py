@@ -93,6 +93,25 @@ def _valid(npy: Path, manifest: Path, key: str, verify: bool) -> bool:
     return not verify or meta.get("sha256") == file_sha256(npy)
 
 
+def _decoded_array(samples: SampleList, size: int) -> np.ndarray:
+    """The empty ``(N, size, size, 3)`` uint8 array ``samples`` decode into; one DataError line when it
+    needs more than the machine's memory (checked first: with overcommit the allocation itself may
+    succeed, and the decoding be killed later)."""
+    need = len(samples) * size * size * 3
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every system says
+        memory = None
+    problem = (f"{len(samples):,} images decoded at {size}x{size} need {need / 2**30:,.1f} GiB of memory, more than this "
+               "machine has{}; lower cache_size (or input_size), or train on fewer images (limit)")
+    if memory and need > memory:
+        raise DataError(samples.name, problem.format(f" ({memory / 2**30:,.1f} GiB)"))
+    try:
+        return np.empty((len(samples), size, size, 3), dtype=np.uint8)
+    except MemoryError:
+        raise DataError(samples.name, problem.format("")) from None
+
+
 def decode_all(samples: SampleList, size: int, workers: int = 2, progress: bool = False,
                template: str | None = None) -> np.ndarray:
     """Decode every sample to ``(N, size, size, 3)`` uint8 (no cache), with ``workers`` processes;
@@ -101,7 +120,7 @@ def decode_all(samples: SampleList, size: int, workers: int = 2, progress: bool 
 
     from dldl.data.sources import DataWarning
 
-    out = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+    out = _decoded_array(samples, size)
     align = template if samples.align else None
     jobs = [(str(s.path), size, align) for s in samples.samples]
     if workers <= 1 or len(jobs) < 64:

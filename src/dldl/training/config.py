@@ -24,6 +24,7 @@ from dldl.errors import ConfigError, DataError, DldlError
 from dldl.labels import LabelSet
 from dldl.losses import OBJECTIVES
 from dldl.models.registry import min_input_size, model_factory
+from dldl.models.spec import MAX_CACHE_SIZE, MAX_INPUT_SIZE, MAX_LABELS
 
 SOURCE_KEYS = ("dataset", "root", "train_split", "val_split", "test_split", "weight", "target", "limit", "sigma", "scale",
                "label_range")
@@ -89,7 +90,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0 keeps an exponential moving average of the weights for evaluation
     augment: AugmentConfig | None = None  # None: the paper's augmentation at input_size
     tta_flip: bool = True
-    init_from: str | None = None  # start from these weights (fine-tuning; a run's EMA copy if it has one), head kept if shapes match
+    init_from: str | None = None  # start from these weights (fine-tuning; a run's EMA copy if it has one); from_sources takes its network, task, labels and template where unset (adopt_init_from); another network is refused, another head starts afresh (a warning)
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept as they are (with their batch-norm statistics), e.g. [features] for a MobileNet's backbone
     backbone_weights: str | None = None  # pre-trained backbone: "imagenet" (mobilenet_v2, efficientnet_lite0), "face_recognition" (dlib_resnet29), or a weight file
     # runtime
     out_dir: str = "runs/default"
@@ -151,14 +153,51 @@ class TrainConfig:
         if unknown:
             raise DldlError(f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         dataset = fields.get("dataset", cls.dataset)
+        user = set(fields)
         if not fields.get("sources"):
             name = coerce("dataset", str, dataset)
             need(_known_dataset(name), "dataset", dataset, f"one of {', '.join(DATASETS)}")
             fields = {**get_dataset(name).defaults(), **fields}
+        if coerce("init_from", str | None, fields.get("init_from")) is not None:
+            fields = adopt_init_from(fields, user)
         return cls(**fields)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def adopt_init_from(fields: dict[str, Any], user: set[str]) -> dict[str, Any]:
+    """``fields`` with the ``init_from`` model's network (``model``, ``model_kwargs``, ``input_size``)
+    and, when its task is the run's (or the data is a CSV, which has no task of its own), its ``task``,
+    ``labels`` and ``template``, each where the user
+    (``user``: the fields a profile, YAML file or option set) gave none. So ``init_from=mobilenet_v2-age``
+    alone fine-tunes that network with its head (ages 0-116) instead of a new head over the dataset's
+    default 0-100. A model of another task (an age model on MEBeauty) keeps the dataset's labels;
+    its head then starts afresh (:func:`dldl.training.train.build_model` warns).
+
+    Raises:
+        CheckpointError / DldlError: ``init_from`` is not a model file or shipped name.
+    """
+    from dldl.hub import checkpoint
+    from dldl.models.spec import ModelSpec
+
+    weights, payload = checkpoint(coerce("init_from", str, fields["init_from"]))
+    spec = ModelSpec.from_payload(payload, weights.path)
+    labels = spec.labels
+    own = {"model": spec.architecture, "model_kwargs": dict(spec.model_kwargs), "input_size": spec.input_size,
+           "task": spec.task, "labels": f"{labels.start:g}:{labels.stop:g}:{labels.step:g}", "template": spec.template}
+    out = dict(fields)
+    for name in ("model", "input_size"):
+        if name not in user:
+            out[name] = own[name]
+    if "model_kwargs" not in user and out.get("model", TrainConfig.model) == spec.architecture:
+        out["model_kwargs"] = own["model_kwargs"]
+    generic = not fields.get("sources") and fields.get("dataset", TrainConfig.dataset) == "csv"  # a CSV has no task of its own
+    if out.get("task", TrainConfig.task) == spec.task or ("task" not in user and generic):
+        for name in ("task", "labels", "template"):
+            if name not in user:
+                out[name] = own[name]
+    return out
 
 
 # profiles: the paper's recipe on a GPU, and a small-input recipe for 2 CPU cores
@@ -168,6 +207,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+MAX_EPOCHS = 10_000
+"""The most epochs a run may ask for (the paper's recipe: 60)."""
+MAX_SEED = 2**63 - 1
+"""Seeds are torch's: a whole number in [0, 2**63 - 1]."""
 
 
 def need(ok: bool, name: str, value: Any, allowed: str) -> None:
@@ -198,13 +241,12 @@ def _finite_pair(value: Any) -> bool:
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value))
 
 
-def _labels_ok(text: str) -> bool:
-    """Whether ``text`` is a label set (``start:stop[:step]``, :meth:`~dldl.labels.LabelSet.parse`)."""
+def _label_set(text: str) -> LabelSet | None:
+    """The label set ``text`` names (``start:stop[:step]``, :meth:`~dldl.labels.LabelSet.parse`), or ``None``."""
     try:
-        LabelSet.parse(text)
+        return LabelSet.parse(text)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -222,9 +264,13 @@ def check_config(cfg: TrainConfig) -> None:
     need(cfg.kl_reduction in ("reference", "batchmean"), "kl_reduction", cfg.kl_reduction, "'reference' or 'batchmean'")
     need(cfg.target in TARGETS, "target", cfg.target, f"one of {', '.join(TARGETS)}")
     need(cfg.template in TEMPLATES, "template", cfg.template, f"one of {', '.join(TEMPLATES)}")
-    need(_labels_ok(cfg.labels), "labels", cfg.labels, "start:stop[:step] with start < stop and step > 0, e.g. 0:100:1")
+    labels = _label_set(cfg.labels)
+    need(labels is not None, "labels", cfg.labels, "start:stop[:step] with start < stop and step > 0, e.g. 0:100:1")
+    need(labels.num_labels <= MAX_LABELS, "labels", cfg.labels, f"at most {MAX_LABELS:,} labels (this is {labels.num_labels:,})")
     for name in ("batch_size", "epochs", "lr_step"):
         need(getattr(cfg, name) >= 1, name, getattr(cfg, name), "a whole number >= 1")
+    need(cfg.epochs <= MAX_EPOCHS, "epochs", cfg.epochs, f"at most {MAX_EPOCHS:,}")
+    need(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, "a whole number in [0, 2**63 - 1]")
     for name in ("limit", "epoch_size", "threads"):
         need(getattr(cfg, name) is None or getattr(cfg, name) >= 1, name, getattr(cfg, name), "a whole number >= 1, or null")
     for name in ("kl_only_epochs", "save_every", "workers"):
@@ -236,7 +282,8 @@ def check_config(cfg: TrainConfig) -> None:
     need(0.0 <= cfg.ema_decay < 1.0, "ema_decay", cfg.ema_decay, "in [0, 1)")
     need(cfg.lam >= 0 and math.isfinite(cfg.lam), "lam", cfg.lam, "a number >= 0")
     need(cfg.pearson >= 0 and math.isfinite(cfg.pearson), "pearson", cfg.pearson, "a number >= 0")
-    need(cfg.sigma >= 0 and math.isfinite(cfg.sigma), "sigma", cfg.sigma, "a number >= 0")
+    span = labels.stop - labels.start
+    need(0 <= cfg.sigma <= span, "sigma", cfg.sigma, f"a number in [0, {span:g}] (the label set's span; a wider Gaussian is flat)")
     need(0.0 <= cfg.distill <= 1.0, "distill", cfg.distill, "in [0, 1]")
     need(cfg.distill == 0 or bool(cfg.teachers), "distill", cfg.distill, "0 when no teachers are given")
     taught = [k for k, src in enumerate(cfg.sources) if isinstance(src, dict) and src.get("target") == TEACHER_TARGET]
@@ -247,7 +294,9 @@ def check_config(cfg: TrainConfig) -> None:
     need(not taught or len(taught) < len(cfg.sources), "sources", f"{len(taught)} with target {TEACHER_TARGET!r}",
          "at least one source with labels of its own (a teacher-labelled source has no validation split)")
     need(cfg.input_size >= 32 and cfg.input_size % 32 == 0, "input_size", cfg.input_size, "a multiple of 32 (32, 64, 96, ...)")
+    need(cfg.input_size <= MAX_INPUT_SIZE, "input_size", cfg.input_size, f"at most {MAX_INPUT_SIZE}")
     need(cfg.cache_size >= cfg.input_size, "cache_size", cfg.cache_size, f"at least input_size ({cfg.input_size})")
+    need(cfg.cache_size <= MAX_CACHE_SIZE, "cache_size", cfg.cache_size, f"at most {MAX_CACHE_SIZE} (the stored crop side in pixels)")
     need(bool(DEVICE.fullmatch(cfg.device)), "device", cfg.device, "auto, cpu, mps, cuda or cuda:N")
     need(cfg.augment is None or cfg.augment.output_size == cfg.input_size, "augment", cfg.augment,
          f"an AugmentConfig with output_size {cfg.input_size} (input_size)")
@@ -255,6 +304,8 @@ def check_config(cfg: TrainConfig) -> None:
          "unset when resume is set (continue the run, or start it again)")
     need(not (cfg.backbone_weights and cfg.init_from), "init_from", cfg.init_from,
          "unset when backbone_weights is set (one initialisation)")
+    need(all(isinstance(p, str) and p for p in cfg.freeze), "freeze", cfg.freeze,
+         "a list of parameter-name prefixes, e.g. [features]")
     factory = model_factory(cfg.model)
     smallest = min_input_size(cfg.model)
     need(cfg.input_size >= smallest, "input_size", cfg.input_size, f"at least {smallest} for {cfg.model}")
@@ -264,11 +315,12 @@ def check_config(cfg: TrainConfig) -> None:
     hints = typing.get_type_hints(factory)
     cfg.model_kwargs = {k: coerce(k, hints.get(k, Any), v) for k, v in cfg.model_kwargs.items()}
     for k, src in enumerate(cfg.sources):
-        _check_source(f"sources[{k}]", src)
+        _check_source(f"sources[{k}]", src, span)
 
 
-def _check_source(where: str, src: Any) -> None:
-    """The rules on one entry of ``sources`` (``where``: ``sources[k]``, how errors name it)."""
+def _check_source(where: str, src: Any, span: float) -> None:
+    """The rules on one entry of ``sources`` (``where``: ``sources[k]``, how errors name it; ``span``:
+    the run's label set's, the widest sigma)."""
     need(isinstance(src, dict) and "dataset" in src and bool(src.get("root")), where, src,
          f"a mapping with dataset and root (and optionally {', '.join(SOURCE_KEYS[2:])})")
     extra = sorted(set(src) - set(SOURCE_KEYS))
@@ -280,7 +332,7 @@ def _check_source(where: str, src: Any) -> None:
     need(src.get("target") is None or src["target"] in kinds, f"{where}.target", src.get("target"), f"one of {', '.join(kinds)}")
     if "sigma" in src:
         sg = coerce(f"{where}.sigma", float, src["sigma"])
-        need(sg >= 0 and math.isfinite(sg), f"{where}.sigma", src["sigma"], "a number >= 0")
+        need(0 <= sg <= span, f"{where}.sigma", src["sigma"], f"a number in [0, {span:g}] (the label set's span)")
     if "scale" in src:
         ab = src["scale"]
         need(_finite_pair(ab) and ab[0] != 0, f"{where}.scale", ab, "[a, b], finite numbers with a != 0 (labels become a * label + b)")

@@ -58,7 +58,7 @@ def resume_payload(spec: ModelSpec, cfg: TrainConfig, model: nn.Module, ema: Any
 
 RESUME_KEYS = ("dataset", "root", "train_split", "val_split", "val_fraction", "limit", "labels", "target", "sigma",
                "model", "model_kwargs", "input_size", "cache_size", "loss", "batch_size", "seed", "sources", "epoch_size",
-               "template")
+               "template", "freeze")
 """Settings a resumed run must share with the run that wrote ``last.pt`` (data, its order, the network)."""
 
 

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from dldl.checkpoint import model_weights, save_checkpoint
 from dldl.data.augment import AugmentConfig, train_transform
 from dldl.data.cache import load_cached
 from dldl.devices import resolve_device
-from dldl.errors import DldlError
+from dldl.errors import ConfigError, DldlError
 from dldl.evaluate import prediction_report
 from dldl.labels import LabelSet
 from dldl.losses import get_objective, pearson_loss
@@ -47,7 +48,7 @@ from dldl.models.backbone_weights import backbone_weights_path, load_backbone_we
 from dldl.models.spec import ModelSpec
 from dldl.progress import progress_bar
 from dldl.runtime import Estimator
-from dldl.training.config import TrainConfig
+from dldl.training.config import TrainConfig, need
 from dldl.training.mixing import Source, load_sources, load_training_data, seed_for
 from dldl.training.runs import RunState, checkpoint_payload, open_log, restore, resume_payload, run_folder
 
@@ -93,15 +94,11 @@ def model_spec(cfg: TrainConfig, sources: list[Source]) -> ModelSpec:
 
 
 def build_model(cfg: TrainConfig, spec: ModelSpec, proc: Process, backbone: Path | None, resuming: bool) -> nn.Module:
-    """The network of ``spec`` on ``proc.device``: initialised from ``init_from`` (a checkpoint or a
-    shipped name, :func:`dldl.hub.checkpoint` (sha256 checked); tensors whose shapes match, from its EMA
-    copy when it has one, the weights it is evaluated with) or pre-trained ``backbone`` weights
-    (unless resuming), SyncBN under multi-GPU DDP, channels_last when asked."""
+    """The network of ``spec`` on ``proc.device``: initialised from ``init_from`` (:func:`load_init_from`)
+    or pre-trained ``backbone`` weights (unless resuming), SyncBN under multi-GPU DDP, channels_last when asked."""
     model = spec.create_model()
     if cfg.init_from:
-        src = model_weights(hub.checkpoint(cfg.init_from)[1])
-        own = model.state_dict()
-        model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
+        load_init_from(model, spec, cfg.init_from)
     elif backbone and not resuming:
         load_backbone_weights(model, backbone)
     model.to(proc.device)
@@ -112,9 +109,86 @@ def build_model(cfg: TrainConfig, spec: ModelSpec, proc: Process, backbone: Path
     return model
 
 
-def _mean_report(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The mean of each source's ``mae`` and ``cs5`` (model selection weighs every source alike)."""
-    return {k: float(np.mean([r[k] for r in reports.values()])) for k in ("mae", "cs5")}
+def head_keys(spec: ModelSpec) -> set[str]:
+    """The tensors of ``spec``'s network whose shapes follow its number of outputs: its head."""
+    from dldl.models import create_model
+
+    own = spec.create_model().state_dict()
+    wider = create_model(spec.architecture, num_outputs=spec.num_outputs + 1, **spec.model_kwargs).state_dict()
+    return {k for k, v in own.items() if k not in wider or wider[k].shape != v.shape}
+
+
+def load_init_from(model: nn.Module, spec: ModelSpec, name: str) -> int:
+    """Load the model ``name`` (a checkpoint, run folder or shipped name; :func:`dldl.hub.checkpoint`,
+    sha256 checked; its EMA copy when it has one, the weights it is evaluated with) into ``model``, the
+    network of ``spec``. Every tensor of the backbone must fit; the head is loaded when it fits too,
+    else it starts afresh and a warning says so (another label set or objective). Returns the
+    number of tensors loaded.
+
+    Raises:
+        ConfigError: ``name`` holds another network (another architecture or options), naming how
+            many of the backbone's tensors fit.
+    """
+    weights, payload = hub.checkpoint(name)
+    try:
+        source: ModelSpec | None = ModelSpec.from_payload(payload, weights.path)
+    except DldlError:  # a bare payload of weights: only the tensors tell
+        source = None
+    src, own = model_weights(payload), model.state_dict()
+    fits = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    head = head_keys(spec)
+    backbone = [k for k in own if k not in head]
+    fitting = sum(k in fits for k in backbone)
+    if fitting < len(backbone) or (source is not None and source.architecture != spec.architecture):
+        what = f"a {source.architecture} {source.model_kwargs or ''}".rstrip() if source is not None else "another network"
+        raise ConfigError("init_from", name, f"a model of this run's network, {spec.architecture} {spec.model_kwargs or ''}"
+                          f"(it is {what}: {fitting} of {len(backbone)} backbone tensors fit); set model (and model_kwargs) "
+                          "to its own, or leave them unset to take its")
+    model.load_state_dict(fits, strict=False)
+    if not head <= set(fits):
+        theirs = f"{source.objective} over {source.labels.start:g}:{source.labels.stop:g}:{source.labels.step:g}" if source else "another head"
+        ours = f"{spec.objective} over {spec.labels.start:g}:{spec.labels.stop:g}:{spec.labels.step:g}"
+        warnings.warn(f"init_from {name}: its head ({theirs}) does not fit this run's ({ours}); the head starts "
+                      "from scratch, the backbone is kept", stacklevel=2)
+    return len(fits)
+
+
+def freeze(model: nn.Module, prefixes: list[str]) -> list[nn.Module]:
+    """Keep the parameters named ``prefix...`` as they are (no gradient) and return the batch-norm
+    layers among them, whose statistics :func:`train_mode` keeps too.
+
+    Raises:
+        ConfigError: a prefix names no parameter (naming the network's top-level parts).
+    """
+    if not prefixes:
+        return []
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in prefixes:
+        parts = sorted({n.split(".")[0] for n in names})
+        need(any(n.startswith(prefix) for n in names), "freeze", prefix,
+             f"a prefix of this network's parameter names (its parts: {', '.join(parts)})")
+    frozen = lambda n: any(n.startswith(p) for p in prefixes)  # noqa: E731
+    for n, p in model.named_parameters():
+        if frozen(n):
+            p.requires_grad_(False)
+    return [m for n, m in model.named_modules() if frozen(n) and isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def train_mode(net: nn.Module, frozen: list[nn.Module]) -> None:
+    """``net`` in training mode, but the ``frozen`` batch-norm layers in eval mode (their statistics kept)."""
+    net.train()
+    for m in frozen:
+        m.eval()
+
+
+def _validate(estimator: Estimator, sources: list[Source], data: Any, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The validation report of each source with a validation split, and the one report models are
+    selected by: a single source's, else the mean of their ``mae`` and ``cs5`` (every source alike)."""
+    vals = {src.name: prediction_report(estimator.predict_arrays(images, cfg.tta_flip), src.val, cfg.task)
+            for src, images in zip(sources, data.val_images) if images is not None}
+    if len(sources) == 1:
+        return vals, vals[sources[0].name]
+    return vals, {k: float(np.mean([r[k] for r in vals.values()])) for k in ("mae", "cs5")}
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -133,6 +207,10 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
     last_path, best_path = out / "last.pt", out / "best.pt"
     labels = LabelSet.parse(cfg.labels)
     backbone = backbone_weights_path(cfg.model, cfg.backbone_weights) if cfg.backbone_weights else None  # fail before decoding
+    resuming = cfg.resume and last_path.exists()
+    # the network does not depend on the data: built first, so a wrong init_from or freeze fails before decoding
+    model = build_model(cfg, model_spec(cfg, []), proc, backbone, resuming)
+    frozen = freeze(model, cfg.freeze)
 
     # ---- data: label files -> checked samples -> decoded uint8 arrays + targets, per source
     sources = load_sources(cfg)
@@ -151,9 +229,7 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
     steps_per_epoch = math.ceil((n if len(sources) == 1 else (cfg.epoch_size or n)) / cfg.batch_size)
 
     # ---- model, optimiser, schedule, EMA, resume
-    spec = model_spec(cfg, sources)
-    resuming = cfg.resume and last_path.exists()
-    model = build_model(cfg, spec, proc, backbone, resuming)
+    spec = model_spec(cfg, sources)  # with the label range of the data, for the checkpoints
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
@@ -168,10 +244,15 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     estimator = Estimator(ema.module if ema else model, spec, device=device)
     log = open_log(out, state.history) if master else None
+    if cfg.init_from and master and not resuming:  # the start is a candidate: a fine-tune never ends worse on validation
+        start = _validate(estimator, sources, data, cfg)[1]
+        state.best = start["mae"]
+        save_checkpoint(best_path, checkpoint_payload(spec, cfg, model, ema, 0, 0, {"val": start}))
+        print(f"epoch   0  val MAE {start['mae']:.3f}  (init_from {cfg.init_from}, before training)")
 
     # ---- the loop
     for epoch in range(state.epoch, cfg.epochs):
-        net.train()
+        train_mode(net, frozen)
         order = data.epoch_order(cfg, epoch)
         if state.step == 0:
             state.loss_sum, state.seen = 0.0, 0
@@ -218,9 +299,7 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
         scheduler.step()
         train_time = time.time() - t0
         if master:
-            vals = {src.name: prediction_report(estimator.predict_arrays(images, cfg.tta_flip), src.val, cfg.task)
-                    for src, images in zip(sources, data.val_images) if images is not None}
-            val = vals[sources[0].name] if len(sources) == 1 else _mean_report(vals)
+            vals, val = _validate(estimator, sources, data, cfg)
             row = {"epoch": epoch + 1, "train_loss": state.loss_sum / max(state.seen, 1), "val_mae": val["mae"], "val_cs5": val["cs5"],
                    **({f"val_mae/{k}": v["mae"] for k, v in vals.items()} if len(sources) > 1 else {}), "lr": lr,
                    "loss": stage_loss, "seconds": round(train_time, 2),
