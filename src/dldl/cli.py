@@ -36,6 +36,9 @@ err = Console(stderr=True, emoji=False, highlight=False)
 stdout = Console(emoji=False, highlight=False, width=None if sys.stdout.isatty() else 200)  # piped: tables not cut at 80
 state = {"debug": False}
 EXIT_OK, EXIT_INPUTS, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+OPTIONAL_PACKAGES = {"torch": "train", "matplotlib": "train", "scipy": "train", "openpyxl": "train", "pyarrow": "parquet",
+                     "ray": "ray", "yuface": "yuface"}
+"""Packages of dldl's extras (``pip install 'dldl[EXTRA]'``), and the extra that brings each."""
 """Exit codes: success; some inputs could not be read (``predict --strict``, or none could);
 bad usage or bad input (one ``error:`` line); a crash, a bug in dldl (one line asking for ``--debug``);
 interrupted (Ctrl-C: ``dldl predict`` still writes what it finished)."""
@@ -72,6 +75,11 @@ def run() -> None:
         _fail("aborted")
     except KeyboardInterrupt:
         _fail("interrupted")
+    except ModuleNotFoundError as e:  # an optional package this command needs (the base install predicts without them)
+        package = (e.name or "").split(".")[0]
+        if package not in OPTIONAL_PACKAGES:
+            raise
+        _fail(f"this command needs {package}, which is not installed: pip install 'dldl[{OPTIONAL_PACKAGES[package]}]'")
     except Exception as e:  # click usage errors
         from typer.exceptions import TyperException  # typer's own click: usage errors, bad option values
 
@@ -519,7 +527,8 @@ def serve(
         raise DldlError(f"--port {port}: must be in 0-65535 (0: any free port)")
     if not 0 < max_upload_mb <= 1000:  # also refuses inf and nan
         raise DldlError(f"--max-upload-mb {max_upload_mb}: must be > 0 and at most 1000")
-    from dldl.serve import ServerLimits, create_app, run as run_server
+    from dldl.serve import ServerLimits, create_app
+    from dldl.serve import run as run_server
 
     models = dict(TASKS) if task == "both" else {task: model or TASKS[task]}
     web = create_app(models, max_upload_bytes=int(max_upload_mb * 1e6))
@@ -566,16 +575,20 @@ def release(
 @app.command()
 def info(as_json: Annotated[bool, typer.Option("--json", help="Print it all as one JSON object.")] = False) -> None:
     """Versions, device, architectures (with parameter counts) and shipped models."""
-    import torch
-
     import dldl
     from dldl.hub import list_pretrained, model_card
-    from dldl.models import create_model, list_models
 
-    about = {"dldl": dldl.__version__, "torch": torch.__version__, "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(),
-             "architectures": {name: None if name == "ensemble" else sum(p.numel() for p in create_model(name).parameters())
-                               for name in list_models()},
-             "models": []}
+    try:
+        import torch
+
+        from dldl.models import create_model, list_models
+
+        versions = {"torch": torch.__version__, "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+        architectures = {name: None if name == "ensemble" else sum(p.numel() for p in create_model(name).parameters())
+                         for name in list_models()}
+    except ModuleNotFoundError:  # the base install: predicting needs no torch, the networks' definitions do
+        versions, architectures = {"torch": None, "cuda": False, "threads": None}, {}
+    about = {"dldl": dldl.__version__, **versions, "architectures": architectures, "models": []}
     for name in list_pretrained():
         card = model_card(name)
         about["models"].append({"name": name, "task": card.get("task", "age"), "default": name in TASKS.values(),
@@ -583,14 +596,19 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Print it all as o
     if as_json:
         typer.echo(json.dumps(about))
         return
-    stdout.print(f"dldl {about['dldl']}, torch {about['torch']}, cuda {'available' if about['cuda'] else 'not available'}, "
-                 f"{about['threads']} threads")
-    table = Table(title="architectures (101-way head)")
-    table.add_column("name")
-    table.add_column("parameters", justify="right")
-    for name, count in about["architectures"].items():
-        table.add_row(name, "its members'" if count is None else f"{count:,}")
-    stdout.print(table)
+    if about["torch"] is None:
+        stdout.print(f"dldl {about['dldl']}, no torch (prediction runs on ONNX Runtime; training: pip install 'dldl[train]')",
+                     markup=False)
+    else:
+        stdout.print(f"dldl {about['dldl']}, torch {about['torch']}, cuda {'available' if about['cuda'] else 'not available'}, "
+                     f"{about['threads']} threads")
+    if about["architectures"]:
+        table = Table(title="architectures (101-way head)")
+        table.add_column("name")
+        table.add_column("parameters", justify="right")
+        for name, count in about["architectures"].items():
+            table.add_row(name, "its members'" if count is None else f"{count:,}")
+        stdout.print(table)
     models = Table(title="shipped models (dldl predict --model NAME)")
     for col in ("name", "task", "trained on", "summary"):
         models.add_column(col)
