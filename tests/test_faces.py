@@ -171,6 +171,13 @@ def test_landmarks_agree_with_yuface(detector, yuface_detector):
             assert 0 <= a.score - b.score < 0.011, name
 
 
+def test_min_score_zero_keeps_libfacedetection_s_floor():
+    """yuface never reports a face under 0.2 (libfacedetection's own threshold); without that floor
+    the ONNX graph gave ~1,900 candidates for a photo of two faces."""
+    faces = get_detector(min_score=0.0, min_size=0).detect(load("steward-masweneng-Ws4YEqBafus-unsplash.jpg"))
+    assert len(faces) == 2 and min(f.score for f in faces) >= yunet.SCORE_FLOOR == 0.2
+
+
 def _heads(height: int, width: int) -> dict[str, np.ndarray]:
     """YuNet's outputs for a ``(height, width)`` input, all zero (no face anywhere)."""
     out = {}

@@ -36,7 +36,10 @@ STRIDES = (8, 16, 32)
 OUTPUTS = tuple(f"{head}_{s}" for head in ("cls", "obj", "bbox", "kps") for s in STRIDES)
 """The graph's output names, as the training repository's export writes them."""
 NMS_IOU = 0.45  # libfacedetection's overlap threshold
-TOP_K = 5000  # candidates kept for the NMS, the highest scores first (OpenCV's FaceDetectorYN default)
+TOP_K = 1000  # candidates kept for the NMS, the highest scores first (libfacedetection's)
+SCORE_FLOOR = 0.2
+"""libfacedetection's own confidence threshold: a candidate scored below it is never reported, even
+with ``min_score`` 0 (yuface's lowest scores are 0.20); without it a photo gave ~1,900 "faces"."""
 DEFAULT_MODEL = "yunet_s"
 
 
@@ -162,10 +165,10 @@ class YuNet:
 
     def __call__(self, image: np.ndarray, min_score: float, iou: float = NMS_IOU
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The faces in ``image`` scored at least ``min_score``, after NMS, the highest score first:
+        """The faces in ``image`` scored at least ``min_score`` (and :data:`SCORE_FLOOR`), after NMS, the highest score first:
         ``scores (N,)``, ``boxes (N, 4)``, ``points (N, 5, 2)`` in ``image`` pixels."""
         x = to_input(image)
         values = self.session.run(None, {self.input: x})
-        scores, boxes, points = decode(dict(zip(self.outputs, values)), x.shape[2], x.shape[3], min_score)
+        scores, boxes, points = decode(dict(zip(self.outputs, values)), x.shape[2], x.shape[3], max(min_score, SCORE_FLOOR))
         keep = nms(boxes, scores, iou)
         return scores[keep], boxes[keep], points[keep]
