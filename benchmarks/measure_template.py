@@ -6,6 +6,8 @@
     python benchmarks/measure_template.py speed                # detection ms on MEBeauty originals
 
 Data come from ../shared/data (``--data`` to change). Results are printed; docs/FACES.md records them.
+``--detector`` (default ``yuface``, with which the shipped templates were measured; ``yunet``: the
+default detector, the same network in ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ import numpy as np
 from scipy.stats import trim_mean
 
 from dldl.data.images import read_image
-from dldl.faces import TEMPLATES, align_face, alignment_matrix, get_detector, invert_affine, transform_points, warp_affine
+from dldl.faces import (
+    DETECTORS,
+    TEMPLATES,
+    align_face,
+    alignment_matrix,
+    get_detector,
+    invert_affine,
+    transform_points,
+    warp_affine,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -53,7 +64,7 @@ def main_face(detector, image: np.ndarray, pad: int = 0):
 
 def cmd_template(args) -> None:
     files = utkface_chips(args.data, args.n) if args.dataset == "utkface" else mebeauty_crops(args.data, args.n)
-    det = get_detector("yuface", min_score=0.0, min_size=0)
+    det = get_detector(args.detector, min_score=0.0, min_size=0)
     points, found = [], 0
     for path in files:
         image = np.asarray(read_image(path))
@@ -80,7 +91,7 @@ def cmd_template(args) -> None:
 
 
 def cmd_roundtrip(args) -> None:
-    det = get_detector("yuface", min_score=0.0, min_size=0)
+    det = get_detector(args.detector, min_score=0.0, min_size=0)
     target = TEMPLATES["utkface"] * 200 - 0.5
     mad, mad_centre, mad_shift, fit_err, redetect_err, repeat_err = ([] for _ in range(6))
     scales, angles, shifts = [], [], []
@@ -127,7 +138,7 @@ def cmd_roundtrip(args) -> None:
 
 def cmd_speed(args) -> None:
     files = sorted((args.data / "mebeauty" / "original_images").rglob("*.jpg"))[: args.n]
-    det = get_detector("yuface", num_threads=args.threads)
+    det = get_detector(args.detector, num_threads=args.threads)
     images = [np.asarray(read_image(p)) for p in files]
     det.detect(images[0])  # warm-up
     wall, cpu, align, found = [], [], [], 0
@@ -156,6 +167,8 @@ def cmd_speed(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--detector", default="yuface", choices=sorted(DETECTORS),
+                        help="the templates were measured with yuface, the same network as the default yunet")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("template", help="print the median normalised landmarks of a dataset's crops")
     p.add_argument("dataset", choices=["utkface", "mebeauty"])

@@ -1,7 +1,7 @@
 """Photo pipeline speed: photos/s end to end (decode, detect, align, predict), with the time per stage.
 
 Runs what ``dldl predict`` runs on each photo -- ``read_image`` (decode + EXIF orientation), then
-``Predictor.predict`` (yuface detection, 5-point alignment + resize to the model's crop, the model
+``Predictor.predict`` (face detection, ``get_detector()``, 5-point alignment + resize to the model's crop, the model
 with flip TTA) -- one photo after another in one process. The detector and the estimator are
 wrapped in stopwatches, so ``align`` is the rest of ``Predictor.predict``. Model stage in torch
 and in ONNX Runtime (the model exported as ``dldl export`` does).

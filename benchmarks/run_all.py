@@ -134,11 +134,12 @@ def missed_targets(results: dict[str, Any]) -> str:
                 f"- **CPU and wall per photo (0.5x the peer).** The budget is {budget:.1f} ms of CPU a photo. On one thread "
                 f"(section 3, ONNX Runtime as in `dldl predict`) detection alone takes {ms['detect']} ms, more than "
                 f"the whole budget; decode, align and predict together take {rest:.1f} ms. Tried and kept: detection at a "
-                "working resolution set by the smallest face kept (480 px for a 640 px photo, `YuFaceDetector.working_side`), "
+                "working resolution set by the smallest face kept (480 px for a 640 px photo, `ScaledDetector.working_side`), "
                 "ONNX Runtime for the network by default, a torch-free predict path (start-up and memory now pass), crops "
                 "prepared in numpy without BLAS (BLAS threads spinning after each call had doubled the CPU a photo). "
                 "Tried and dropped: detection at 320 px (faces near the score threshold were lost). Reaching 0.5x needs a "
-                "detector several times cheaper than libfacedetection at 480 px, and no such detector was found or built.")
+                "detector several times cheaper than the compiled libfacedetection (yuface) at 480 px; the default is now "
+                "the same network in ONNX Runtime, less than half of yuface's time in one run (docs/DETECTORS.md).")
     if tr:
         name, size, _ = CPU_PROFILE
         rows = {(r["model"], r["input_size"], r["threads"]): r for r in tr["rows"] if r["source"] == "cache"}

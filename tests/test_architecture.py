@@ -11,7 +11,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dldl"
 LAYERS = [
     ("foundation", ["dldl.errors", "dldl.lazy", "dldl.files", "dldl.assets", "dldl.progress", "dldl.devices", "dldl.config"]),
     ("labels and objectives", ["dldl.labels", "dldl.losses", "dldl.metrics"]),
-    ("images and faces", ["dldl.data.images", "dldl.data.preprocess", "dldl.faces", "dldl.faces.detect", "dldl.faces.align"]),
+    ("images and faces", ["dldl.data.images", "dldl.data.preprocess", "dldl.faces", "dldl.faces.detect", "dldl.faces.align",
+                          "dldl.faces.yunet"]),
     ("datasets", ["dldl.data", "dldl.data.samples", "dldl.data.sources", "dldl.data.datasets", "dldl.data.cache",
                   "dldl.data.augment"]),
     ("networks", ["dldl.models", "dldl.models.registry", "dldl.models.vgg", "dldl.models.mobilenet", "dldl.models.dlib_resnet",

@@ -191,7 +191,6 @@ def _rows(done: subprocess.CompletedProcess, inputs) -> dict[str, dict]:
 
 
 def _needs_detector_and_model() -> None:
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     if "tiny_age_net-utkface" not in dldl.list_pretrained():
         pytest.skip("no shipped model in this checkout")
 

@@ -93,7 +93,6 @@ def test_main_job_runs_on_bundled_samples_with_shipped_model():
 
     if "tiny_age_net-utkface" not in list_pretrained():
         pytest.skip("no shipped model in this checkout")
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     rows = json.loads(dldl("predict", "--json", check=True).stdout.strip().splitlines()[-1])
     assert len(rows) == 3 and all(r["error"] is None and r["faces"] for r in rows)
     for face in (f for r in rows for f in r["faces"]):
@@ -115,7 +114,6 @@ def test_save_dir_writes_annotated_photos_and_distribution_plots(tmp_path):
 
     if "tiny_age_net-utkface" not in list_pretrained():
         pytest.skip("no shipped model in this checkout")
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     from PIL import Image
 
     from dldl.assets import PHOTOS_DIR
@@ -135,7 +133,6 @@ MEBEAUTY_ORIGINALS = Path(__file__).resolve().parents[1].parent / "shared" / "da
 @pytest.mark.parametrize("task", ["age", "beauty"])
 def test_predict_on_real_in_the_wild_photos(task):
     """dldl predict on MEBeauty's original photos (folder input, recursive): a face in nearly every photo."""
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     folder = MEBEAUTY_ORIGINALS / "female" / "caucasian"  # 78 photos of various sizes and sources
     rows = json.loads(dldl("predict", folder, "--task", task, "--json", check=True).stdout.strip().splitlines()[-1])
     assert len(rows) == len(list(folder.glob("*.jpg"))) and all(r["error"] is None for r in rows)

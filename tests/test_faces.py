@@ -1,4 +1,5 @@
-"""dldl.faces: detection on bundled photos, similarity estimation and alignment, errors."""
+"""dldl.faces: detection on bundled photos (the default YuNet in ONNX Runtime, and yuface where it is
+installed), YuNet's decoding, the detector's card, similarity estimation and alignment, errors."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from PIL import Image
 
 import dldl
 from conftest import UTKFACE, needs_shared
-from dldl.errors import DldlError
+from dldl.errors import CheckpointError, DldlError
 from dldl.faces import (
     TEMPLATES,
     Detector,
     Face,
+    OnnxYuNetDetector,
+    ScaledDetector,
     align_face,
     alignment_matrix,
     detect_and_align,
@@ -25,6 +28,7 @@ from dldl.faces import (
     invert_affine,
     transform_points,
     warp_affine,
+    yunet,
 )
 
 PHOTOS = Path(dldl.__file__).resolve().parent / "assets" / "photos"
@@ -57,7 +61,12 @@ def load(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def detector() -> Detector:
-    pytest.importorskip("yuface", reason="yuface (the face detector) is not installed: pip install yuface",
+    return get_detector()  # the default: YuNet in ONNX Runtime, nothing to install
+
+
+@pytest.fixture(scope="module")
+def yuface_detector() -> Detector:
+    pytest.importorskip("yuface", reason="yuface (the optional compiled detector) is not installed: pip install yuface",
                         exc_type=ImportError)
     return get_detector("yuface")
 
@@ -175,6 +184,96 @@ def test_realigned_photo_faces_land_on_template(detector):
     assert error.mean() < 0.05 * 200, error
 
 
+def test_landmarks_agree_with_yuface(detector, yuface_detector):
+    """yuface compiles the same network (yunet_s): the same faces and scores, landmarks within ~2 px
+    (yuface floors its outputs to whole pixels and percents)."""
+    for name in EXPECTED_FACES:
+        image = load(name)
+        ours, theirs = detector.detect(image), yuface_detector.detect(image)
+        assert len(ours) == len(theirs) == EXPECTED_FACES[name]
+        for a, b in zip(ours, theirs):
+            assert np.abs(a.landmarks - b.landmarks).max() < 2.5, name
+            assert np.abs(np.subtract(a.box, b.box)).max() < 4.0, name
+            assert 0 <= a.score - b.score < 0.011, name
+
+
+def test_min_score_zero_keeps_libfacedetection_s_floor():
+    """yuface never reports a face under 0.2 (libfacedetection's own threshold); without that floor
+    the ONNX graph gave ~1,900 candidates for a photo of two faces."""
+    faces = get_detector(min_score=0.0, min_size=0).detect(load("steward-masweneng-Ws4YEqBafus-unsplash.jpg"))
+    assert len(faces) == 2 and min(f.score for f in faces) >= yunet.SCORE_FLOOR == 0.2
+
+
+def _heads(height: int, width: int) -> dict[str, np.ndarray]:
+    """YuNet's outputs for a ``(height, width)`` input, all zero (no face anywhere)."""
+    out = {}
+    for s in yunet.STRIDES:
+        n = (height // s) * (width // s)
+        out |= {f"cls_{s}": np.zeros((1, n, 1), np.float32), f"obj_{s}": np.zeros((1, n, 1), np.float32),
+                f"bbox_{s}": np.zeros((1, n, 4), np.float32), f"kps_{s}": np.zeros((1, n, 10), np.float32)}
+    return out
+
+
+def test_yunet_decodes_a_synthetic_head_to_its_box_and_points():
+    out = _heads(64, 96)
+    i = 2 * (96 // 16) + 3  # stride 16, row 2, column 3: the anchor point (48, 32)
+    out["cls_16"][0, i], out["obj_16"][0, i] = 0.81, 1.0  # score sqrt(cls * obj) = 0.9
+    out["bbox_16"][0, i] = [0.25, -0.5, math.log(2), math.log(3)]  # centre (52, 24), size 32 x 48
+    out["kps_16"][0, i] = np.arange(10) / 10
+    out["cls_8"][0, 5], out["obj_8"][0, 5] = 0.5, 0.5  # a weak one elsewhere: 0.5
+    scores, boxes, points = yunet.decode(out, 64, 96, min_score=0.6)
+    np.testing.assert_allclose(scores, [0.9], rtol=1e-6)
+    np.testing.assert_allclose(boxes, [[36, 0, 68, 48]], atol=1e-5)
+    np.testing.assert_allclose(points[0], np.array([48, 32]) + 16 * np.arange(10).reshape(5, 2) / 10, atol=1e-5)
+    assert len(yunet.decode(out, 64, 96, min_score=0.4)[0]) == 2
+    assert len(yunet.decode(out, 64, 96, min_score=0.95)[0]) == 0
+    assert yunet.to_input(np.zeros((50, 90, 3), np.uint8)).shape == (1, 3, 64, 96)  # padded to the largest stride
+    rgb = np.zeros((1, 1, 3), np.uint8) + np.array([10, 20, 30], np.uint8)
+    assert yunet.to_input(rgb)[0, :, 0, 0].tolist() == [30, 20, 10]  # BGR, 0..255
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 20], [50, 50, 60, 60.]])
+    keep = yunet.nms(boxes, np.array([0.7, 0.9, 0.8, 0.6]), iou=0.45)
+    assert keep.tolist() == [1, 2, 3]  # box 0 overlaps box 1 by 0.82; box 2 overlaps box 1 by 0.43
+    assert yunet.nms(np.zeros((0, 4)), np.zeros(0)).tolist() == []
+
+
+def test_scaled_detector_maps_back_filters_and_sorts():
+    class Stub(ScaledDetector):
+        def _raw(self, image):
+            self.seen = image.shape
+            boxes = np.array([[10, 10, 30, 40], [0, 0, 50, 50], [100, 100, 108, 110], [200, 200, 260, 260.]])
+            return np.array([0.9, 0.6, 0.8, 0.75]), boxes, np.zeros((4, 5, 2)) + [15, 20]
+
+    det = Stub(min_score=0.7, max_side=640, min_size=20)
+    faces = det.detect(np.zeros((960, 1280, 3), np.uint8))
+    assert det.seen == (480, 640, 3)  # searched at 640 px: a 20 px face is still 10 px there
+    # 0.6 is under min_score, the 8 px box is 17 px in the photo (< min_size); largest first, pixel centres mapped
+    assert [f.box for f in faces] == [(400.5, 400.5, 520.5, 520.5), (20.5, 20.5, 60.5, 80.5)]
+    assert faces[1].landmarks[0].tolist() == [30.5, 40.5] and faces[1].score == 0.9
+
+
+def test_the_detector_network_is_checked_against_its_card(tmp_path, monkeypatch):
+    card = yunet.model_card()
+    assert card["licence"] == "Apache-2.0" and card["source"]["commit"] and card["input"]["channels"] == "BGR"
+    assert (yunet.DETECTORS_DIR / card["licence_file"]).is_file()
+    for f in yunet.DETECTORS_DIR.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    data = bytearray((tmp_path / card["file"]).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / card["file"]).write_bytes(bytes(data))
+    monkeypatch.setattr(yunet, "DETECTORS_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match=r"yunet_s\.onnx: sha256 does not match its card.*reinstall dldl") as e:
+        get_detector()
+    assert "\n" not in str(e.value) and isinstance(e.value, DldlError)  # the CLI prints it as one line
+    with pytest.raises(CheckpointError, match=r"no shipped face detector network 'yunet_x' \(shipped: yunet_s\)"):
+        get_detector(model="yunet_x")
+    (tmp_path / "junk.onnx").write_bytes(b"not a graph")
+    with pytest.raises(CheckpointError, match=r"junk\.onnx: not an ONNX graph ONNX Runtime can load"):
+        get_detector(model=tmp_path / "junk.onnx")
+
+
 # --- similarity and warping -----------------------------------------------------------------------
 
 
@@ -281,8 +380,9 @@ def test_missing_detector_package_says_what_to_install(monkeypatch):
     with pytest.raises(ImportError, match="pip install yuface") as info:
         get_detector("yuface")
     assert isinstance(info.value, DldlError)  # the CLI prints it as one line
-    with pytest.raises(ValueError, match="unknown face detector 'dlib'; known: yuface"):
+    with pytest.raises(ValueError, match="unknown face detector 'dlib'; known: yuface, yunet"):
         get_detector("dlib")
+    assert isinstance(get_detector(), OnnxYuNetDetector)  # the default needs no optional package
 
 
 # --- the measured template ------------------------------------------------------------------------

@@ -33,7 +33,6 @@ def photos(tmp_path_factory):
 
 def test_predict_parquet_holds_the_json_rows_in_the_fields_schema(photos, tmp_path):
     pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install 'dldl[parquet]')")
-    pytest.importorskip("yuface", reason="the face detector (yuface) is not installed")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -59,7 +58,6 @@ def test_the_json_gains_model_sha256_last_and_keeps_its_other_keys_in_place():
     import dldl
     from dldl.assets import PHOTOS_DIR
 
-    pytest.importorskip("yuface", reason="the face detector (yuface) is not installed")
     result = dldl.predict(sorted(PHOTOS_DIR.glob("*.jpg"))[0])
     assert list(result) == ["path", "task", "model", "model_version", "scale", "faces", "error", "model_sha256"]
     assert result["model_sha256"][:12] == result["model_version"]

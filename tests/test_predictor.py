@@ -59,7 +59,6 @@ def test_flip_tta_follows_the_model_unless_the_caller_says(tiny_run):
 
 
 def test_real_photo_has_faces():
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     import dldl
     from dldl.assets import PHOTOS_DIR
     from dldl.data.images import read_image
@@ -114,7 +113,6 @@ def test_given_crops_are_never_flagged_small():
 def test_one_call_predict_takes_paths_images_and_arrays():
     """A path, a PIL image, an RGB array and a BGR array of one photo give the same faces, as
     the dicts of ``dldl predict --json``; a list gives a list."""
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     from PIL import Image
 
     import dldl
@@ -141,7 +139,6 @@ def test_one_call_predict_takes_paths_images_and_arrays():
 
 
 def test_beauty_faces_get_a_percentile_among_the_training_faces():
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     import dldl
     from dldl.assets import PHOTOS_DIR
     from dldl.results import percentile_of

@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'dldl[ray]')")
 pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'dldl[ray]')")
 pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install 'dldl[ray]')")
-pytest.importorskip("yuface", reason="the face detector (yuface) is not installed")
 
 WORKER = "MapWorker(MapBatches(PhotoRows))"  # the process title Ray gives an actor of dldl.batch.PhotoRows
 

@@ -6,7 +6,6 @@ from PIL import Image
 
 from conftest import load_benchmark
 
-pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
 pytest.importorskip("httpx2", reason="starlette's TestClient needs httpx2 (the dev extra)")
 
 import dldl  # noqa: E402

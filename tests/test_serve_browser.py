@@ -17,7 +17,6 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)",
                 allow_module_level=True)
 pytest.importorskip("selenium", reason="selenium (the dev extra) is not installed")
-pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
 
 import dldl  # noqa: E402
 from dldl.assets import PHOTOS_DIR  # noqa: E402

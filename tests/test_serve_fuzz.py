@@ -18,7 +18,6 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 
 @pytest.fixture(scope="module")
 def api_schema():
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     import dldl
     from dldl.serve import create_app
 

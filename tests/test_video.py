@@ -90,7 +90,6 @@ def dldl_cli(*args):
 
 
 def test_dldl_predict_on_a_clip_gives_one_line_per_track_and_an_annotated_video(tmp_path):
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     clip = make_clip(tmp_path / "clip.mp4")
     done = dldl_cli("predict", clip, "--json", "--fps", "2", "--save-dir", tmp_path / "out")
     assert done.returncode == 0, done.stderr
@@ -106,7 +105,6 @@ def test_dldl_predict_on_a_clip_gives_one_line_per_track_and_an_annotated_video(
 
 
 def test_folder_of_frames_and_bad_videos(tmp_path):
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, frame in enumerate(read_frames(make_clip(tmp_path / "clip.mp4", frames=12), every=4)):
@@ -125,7 +123,6 @@ def test_folder_of_frames_and_bad_videos(tmp_path):
 
 def test_a_video_too_small_to_encode_is_annotated_at_2x2_and_the_batch_goes_on(tmp_path):
     """A 1x1 video with --save-dir crashed libx264 ("0x0"), exit 3, and the whole batch was lost."""
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     dot = encode(tmp_path / "dot.mp4", [np.full((1, 1, 3), 90, np.uint8)] * 3, pix_fmt="yuv444p")
     clip = make_clip(tmp_path / "clip.mp4", frames=6)
     done = dldl_cli("predict", dot, clip, "--json", "--save-dir", tmp_path / "out")
@@ -181,7 +178,6 @@ def test_a_clip_with_a_rotation_in_its_display_matrix_is_read_upright(tmp_path):
     frames = list(read_frames(clip, every=1))
     assert [f.image.shape for f in frames] == [(440, 500, 3)] * 4
     assert np.abs(frames[0].image.astype(int) - upright).mean() < 6  # the picture as shot (H.264 changes a little)
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     done = dldl_cli("predict", clip, "--json", "--every", "1")
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(r["track"], r["frames"]) for r in rows] == [(1, 4), (2, 4)], done.stdout + done.stderr
@@ -197,7 +193,6 @@ def test_a_hard_cut_ends_every_track(tmp_path):
     frames = list(read_frames(clip, every=2))
     one_box = [[(85.0, 75.0, 290.0, 340.0)]] * len(frames)  # a fake detector: the same box on every frame
     assert [t.frames for t in track_faces(iter(frames), BoxesDetector(one_box))] == [[0, 2, 4], [6, 8, 10]]
-    pytest.importorskip("yuface", reason="the face detector (yuface, a CPython 3.11 wheel) is not installed")
     rows = [json.loads(line) for line in dldl_cli("predict", clip, "--json", "--every", "2").stdout.splitlines()]
     assert [(r["track"], r["first_frame"], r["last_frame"]) for r in rows] == [(1, 0, 4), (2, 6, 10)]
     assert rows[0]["age"] < 20 < 30 < rows[1]["age"]  # the girl, then the woman (9.8 and 41.6 as photos)

@@ -1,6 +1,6 @@
 """Offline face detection and 5-point alignment for in-the-wild photos.
 
-Detect faces with a :class:`Detector` (``get_detector("yuface")``), then warp each to a canonical
+Detect faces with a :class:`Detector` (``get_detector()``: YuNet in ONNX Runtime), then warp each to a canonical
 crop that looks like the training data (``TEMPLATES["utkface"]``: UTKFace's 200x200 chips)::
 
     from dldl.faces import get_detector, detect_and_align
@@ -30,6 +30,8 @@ from dldl.faces.detect import (
     Detector,
     DetectorUnavailable,
     Face,
+    OnnxYuNetDetector,
+    ScaledDetector,
     YuFaceDetector,
     check_rgb,
     get_detector,
@@ -39,7 +41,7 @@ from dldl.faces.detect import (
 def detect_and_align(image: np.ndarray, detector: Detector, template: str | np.ndarray = "utkface",
                      output_size: int = 200) -> list[tuple[Face, np.ndarray]]:
     """Every face the ``detector`` finds in ``image`` ``(H, W, 3)`` uint8 RGB, with its aligned
-    ``(output_size, output_size, 3)`` uint8 crop, in the detector's order (yuface: largest first).
+    ``(output_size, output_size, 3)`` uint8 crop, in the detector's order (largest first).
 
     >>> class NoFaces:
     ...     def detect(self, image): return []
@@ -77,7 +79,8 @@ def aligned_crops(image: np.ndarray, detector: Detector, template: str | np.ndar
 
 __all__ = [
     "ALIGN_SIZE", "aligned_crops",
-    "DETECTORS", "LANDMARK_NAMES", "TEMPLATES", "Detector", "DetectorUnavailable", "Face", "YuFaceDetector", "align_face",
+    "DETECTORS", "LANDMARK_NAMES", "TEMPLATES", "Detector", "DetectorUnavailable", "Face", "OnnxYuNetDetector",
+    "ScaledDetector", "YuFaceDetector", "align_face",
     "alignment_matrix", "detect_and_align", "estimate_similarity", "get_detector", "get_template",
     "invert_affine", "transform_points", "warp_affine",
 ]

