@@ -41,12 +41,13 @@ VALUES_PER_INPUT_VALUE = 128
 FOLD_LIMIT = 1 << 16
 """Shape arithmetic is computed (to know the next shapes) only on tensors of at most this many values."""
 ALLOWED_OPS = frozenset({
-    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv", "Div", "Flatten", "Gather",
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "DequantizeLinear", "QuantizeLinear", "Concat", "Constant", "ConstantOfShape", "Conv", "Div", "Flatten", "Gather",
     "Gemm", "GlobalAveragePool", "Identity", "LogSoftmax", "MatMul", "MaxPool", "Mul", "Pad", "ReduceLogSumExp",
     "ReduceMean", "Relu", "Reshape", "Shape", "Slice", "Softmax", "Sub", "Transpose", "Unsqueeze",
 })
 """The operators of dldl's ONNX exports: every architecture (ensembles too) with every exportable
-objective, at any temperature, with batch norms folded or (``half_weights``, the shipped graphs) not
+objective, at any temperature, with batch norms folded or (``half_weights``, the shipped graphs) not,
+and their ONNX Runtime int8 copies in QDQ form (``benchmarks/inference.py``)
 (``tests/test_graphcheck.py`` exports them and checks this set)."""
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
