@@ -70,3 +70,25 @@ def test_install_ships_a_graph_and_a_tampered_graph_is_refused(tiny_run, tmp_pat
         f.write(b"\0")
     with pytest.raises(CheckpointError, match="sha256 does not match its model card"):
         load("toy", runtime="onnx")
+
+
+def test_a_shipped_graph_vouched_for_by_its_card_loads_without_the_graph_check(tmp_path):
+    """The check imports onnx and infers every shape (about 1.2 s of start-up): a shipped graph whose
+    bytes hash to its card's sha256 skips it; any other bytes are checked."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dldl.hub import load; load('mobilenet_v2-age', runtime='onnx'); "
+            "print('onnx' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "DLDL_CACHE": str(tmp_path)})
+    assert run.stdout.strip() == "False", run.stderr[-400:]
+    from dldl.hub import MODELS_DIR, model_card
+    from dldl.runtime import OnnxNetwork
+
+    graph = MODELS_DIR / model_card("mobilenet_v2-age")["onnx"]["file"]
+    checked = []
+    net = OnnxNetwork.__new__(OnnxNetwork)
+    net._check = lambda data: checked.append(len(data))  # noqa: E731 -- record the call, do not check
+    OnnxNetwork.__init__(net, graph, None, "0" * 64)  # a sha256 that does not match: checked
+    assert checked == [graph.stat().st_size]
