@@ -9,6 +9,18 @@ from typing import Any
 BOX_COLOURS = ((255, 196, 0), (0, 200, 255), (255, 90, 160), (120, 230, 90))  # bright, each with a dark outline
 
 
+def interval_text(interval: tuple[float, float] | None, task: str) -> str:
+    """An interval as the table and the pictures show it: whole years for age, a score's tenths.
+
+    >>> interval_text((3.0, 17.0), "age"), interval_text((1.5, 5.0), "beauty"), interval_text(None, "age")
+    ('3-17', '1.5-5.0', '')
+    """
+    if interval is None:
+        return ""
+    digits = 0 if task == "age" else 1
+    return f"{interval[0]:.{digits}f}-{interval[1]:.{digits}f}"
+
+
 def annotate_photo(image: Any, faces: Sequence[Any], task: str, numbers: Sequence[int] | None = None) -> Any:
     """A copy of PIL ``image`` with each face's box and a numbered label ``"1  age 31.2 (25-38)"``,
     sized to the photo (readable on 400 px and on 4000 px photos) and drawn white on a dark tag,
@@ -34,9 +46,8 @@ def annotate_photo(image: Any, faces: Sequence[Any], task: str, numbers: Sequenc
         draw.rectangle((x0 - width, y0 - width, x1 + width, y1 + width), outline=(0, 0, 0), width=width)
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
         text = f"{n}  {task} {face.value:.1f}"
-        if getattr(face, "interval", None):  # years in whole numbers; a score on a 1-10 scale keeps its tenths
-            digits = 0 if task == "age" else 1
-            text += f" ({face.interval[0]:.{digits}f}-{face.interval[1]:.{digits}f})"
+        if getattr(face, "interval", None):
+            text += f" ({interval_text(face.interval, task)})"
         if getattr(face, "flags", ()):
             text += " ?"  # a flagged estimate (see the table's note)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)

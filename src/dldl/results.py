@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from dldl.annotate import interval_text
 from dldl.errors import DldlError
 from dldl.labels import LabelSet
 from dldl.models.spec import ModelSpec
@@ -194,7 +195,7 @@ class PhotoResult:
         rows = []
         for number, face in enumerate(self.faces, 1):
             value = f"{face.value:.1f}" + (f" ({ordinal(round(face.percentile))} pct.)" if face.percentile is not None else "")
-            interval = _span(face.interval, self.task)
+            interval = interval_text(face.interval, self.task)
             rows.append((file, str(number), " ".join(f"{round(v, 1):.0f}" for v in face.box), value, interval,
                          ", ".join(face.flags).replace("_", " ")))
         return rows
@@ -227,18 +228,6 @@ class PhotoResult:
         from dldl.files import write_atomic
 
         return write_atomic(path, self.plot().save, "JPEG", quality=90)
-
-
-def _span(interval: tuple[float, float] | None, task: str) -> str:
-    """An interval as the table shows it: whole years for age, one decimal for a score.
-
-    >>> _span((3.0, 17.0), "age"), _span((1.5, 5.0), "beauty"), _span(None, "age")
-    ('3-17', '1.5-5.0', '')
-    """
-    if interval is None:
-        return ""
-    digits = 0 if task == "age" else 1
-    return f"{interval[0]:.{digits}f}-{interval[1]:.{digits}f}"
 
 
 def csv_header(task: str) -> list[str]:
