@@ -337,24 +337,24 @@ def install(checkpoint_path: str | os.PathLike, name: str, card: dict[str, Any],
     path = save_checkpoint(out_dir / f"{name}.pt", {"spec": spec, "epoch": ck.get("epoch"), "state_dict": half,
                                                     "ema_state_dict": None})
     card = {**card, "name": name, "spec": spec, "sha256": file_sha256(path), "bytes": path.stat().st_size}
-    card.pop("onnx", None)
-    files.write_atomic(out_dir / f"{name}.json", Path.write_text, json.dumps(card, indent=1) + "\n")
-    install_graph(name, out_dir)
+    _write_graph(name, out_dir, card)
     return path
 
 
 def install_graph(name: str, out_dir: Path | None = None) -> Path:
-    """Ship the ONNX graph of installed model ``name`` beside its checkpoint (``<name>.onnx``, the
-    weights stored as float16: :func:`dldl.export.export` with ``half_weights``) and record its
-    sha256 and size in the card's ``onnx`` entry, so that the model predicts without torch."""
+    """Ship the ONNX graph of installed model ``name`` beside its checkpoint (:func:`install` does
+    this for a new one) and record it in its card, so that the model predicts without torch."""
+    out_dir = MODELS_DIR if out_dir is None else Path(out_dir)
+    return _write_graph(name, out_dir, json.loads((out_dir / f"{name}.json").read_text()))
+
+
+def _write_graph(name: str, out_dir: Path, card: dict[str, Any]) -> Path:
+    """``<name>.onnx`` from ``<name>.pt`` (the weights stored as float16: :func:`dldl.export.export`
+    with ``half_weights``), then ``card`` with its ``onnx`` entry (sha256, size) as ``<name>.json``."""
     from dldl.export import export
 
-    out_dir = MODELS_DIR if out_dir is None else Path(out_dir)
-    card_path = out_dir / f"{name}.json"
-    card = json.loads(card_path.read_text())
-    checkpoint_path = out_dir / f"{name}.pt"
-    estimator = Estimator.from_checkpoint(checkpoint_path, spec=ModelSpec.from_dict(card["spec"]))
+    estimator = Estimator.from_checkpoint(out_dir / f"{name}.pt", spec=ModelSpec.from_dict(card["spec"]))
     graph = export(estimator, out_dir / f"{name}.onnx", "onnx", half_weights=True)
-    card["onnx"] = {"file": graph.name, "sha256": file_sha256(graph), "bytes": graph.stat().st_size}
-    files.write_atomic(card_path, Path.write_text, json.dumps(card, indent=1) + "\n")
+    card = {**card, "onnx": {"file": graph.name, "sha256": file_sha256(graph), "bytes": graph.stat().st_size}}
+    files.write_atomic(out_dir / f"{name}.json", Path.write_text, json.dumps(card, indent=1) + "\n")
     return graph
