@@ -1,4 +1,4 @@
-"""Readers of the age-in-the-wild sets (All-Age-Faces, FairFace, FG-NET) on fixtures that copy each
+"""Readers of the age-in-the-wild sets (All-Age-Faces, FairFace, FG-NET, Adience, IMDB-WIKI) on fixtures that copy each
 set's own layout; interval targets, interval metrics and mixed-source sampling."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image
 
 from dldl.data.datasets import get_dataset, load_dataset
 from dldl.data.samples import Sample, SampleList
-from dldl.data.sources import FAIRFACE_GROUPS, fgnet_people, read_aaf, read_fairface, read_fgnet
+from dldl.data.sources import FAIRFACE_GROUPS, fgnet_people, read_aaf, read_age_groups, read_fairface, read_fgnet
 from dldl.errors import DataError
 from dldl.evaluate import prediction_report
 from dldl.labels import LabelSet, interval_distribution
@@ -247,3 +247,29 @@ def test_a_root_that_is_not_the_sets_folder_says_so(tmp_path):
     assert "folder not found" in error(read_aaf, tmp_path / "elsewhere", "train", **NO)
     (tmp_path / "image sets").mkdir()
     assert "the file of split 'train' is missing" in error(read_aaf, tmp_path, "train", **NO)
+
+
+def test_age_group_sets_read_intervals_and_persons():
+    s = load_dataset("adience", FIXTURES / "adience", **NO)
+    assert [x.interval for x in s.samples] == [(25, 32), (25, 32), (0, 2), None]  # one exact age: no interval
+    assert [x.label for x in s.samples] == [28.5, 28.5, 1.0, 35.0]
+    assert [x.meta["person"] for x in s.samples] == ["u1/1", "u1/1", "u1/2", "u1/3"] and s.samples[0].meta["gender"] == "f"
+    assert s.align and s.samples[2].path == FIXTURES / "adience" / "data" / "u1" / "coarse_tilt_aligned_face.2.c_o.jpg"
+    w = load_dataset("imdbwiki3", FIXTURES / "imdbwiki3", "all", **NO)
+    assert [x.interval for x in w.samples] == [(0, 29), (60, 100), (30, 59)]
+    assert w.samples[1].meta["person"] == "Train/0002.jpg"  # no person ids: each face its own
+    assert "unknown split 'val'" in error(read_age_groups, FIXTURES / "imdbwiki3", "val", **NO)
+    assert "no labels.csv" in error(read_age_groups, FIXTURES, **NO)
+
+
+def test_age_group_sets_name_bad_bounds(tmp_path):
+    (tmp_path / "labels.csv").write_text("filename,age,age_low,age_high\na.jpg,30-20,30,20\n")
+    assert error(read_age_groups, tmp_path, **NO).endswith("line 2: age_high 20 is below age_low 30")
+    (tmp_path / "labels.csv").write_text("filename,age,age_low\na.jpg,30,30\n")
+    assert "missing column(s) age_high" in error(read_age_groups, tmp_path, **NO)
+
+
+@pytest.mark.skipif(not (EXTERNAL / "adience" / "labels.csv").is_file(), reason="Adience not laid out in data_external/adience (docs/DATA.md)")
+def test_adience_real_layout():
+    s = load_dataset("adience", EXTERNAL / "adience")
+    assert len(s) == 1585 and len({x.meta["person"] for x in s.samples}) == 92

@@ -343,7 +343,7 @@ def test_check_labels_in():
 
 def test_load_dataset_dispatch(tmp_path, morph_mat):
     assert set(DATASETS) == {"csv", "utkface", "mebeauty", "chalearn15", "chalearn16", "morph",
-                             "scut-fbp5500", "scut-fbp", "cfd", "aaf", "fairface", "fgnet"}
+                             "scut-fbp5500", "scut-fbp", "cfd", "aaf", "fairface", "fgnet", "adience", "imdbwiki3"}
     no = {"require_images": False}
     assert len(load_dataset("csv", FIXTURES, "manifest.csv", **no)) == 3
     assert len(load_dataset("csv", FIXTURES / "manifest.csv", **no)) == 3

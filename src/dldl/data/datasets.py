@@ -96,6 +96,12 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
     DatasetInfo("fgnet", sources.read_fgnet, "age", _AGE, "gaussian", "utkface", None, None, "all",
                 "root = FGNET folder (or its parent); split = all | lopo<id>_train | lopo<id>_test (e.g. lopo001_test)",
                 needs_split=False),
+    DatasetInfo("adience", sources.read_age_groups, "age", _AGE, "interval", "utkface", None, None, "all",
+                "root = folder with labels.csv (filename,age,age_low,age_high,user_id,face_id) and data/; split = all; "
+                "ages are bins; meta person = user/face", needs_split=False),
+    DatasetInfo("imdbwiki3", sources.read_age_groups, "age", _AGE, "interval", "utkface", None, None, "all",
+                "root = folder with labels.csv (filename,age,age_low,age_high,class) and Train/; split = all; "
+                "ages are the classes 0-29, 30-59, 60-100", needs_split=False),
     DatasetInfo("chalearn15", sources.read_chalearn, "age", _AGE, "gaussian", "utkface", "train", None, "val",
                 "root = chalearn15_train_val_labels.csv or its folder; split = train|val"),
     DatasetInfo("chalearn16", sources.read_chalearn, "age", _AGE, "gaussian", "utkface", "train", "val", "test",

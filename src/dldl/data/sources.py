@@ -654,6 +654,39 @@ def read_fgnet(root: PathLike, split: str = "all", *, require_images: bool = Tru
     return _finish_photos(f"fgnet/{split}", [folder], out, require_images)
 
 
+def read_age_groups(root: PathLike, split: str | None = "all", *, require_images: bool = True) -> SampleList:
+    """A set whose ages are groups, in the layout of ``labels.csv`` beside its images: Adience
+    (fold 0's first part) and the three-class IMDB-WIKI subset, as ``extract-external`` lays them out.
+
+    ``<root>/labels.csv`` has the columns ``filename,age,age_low,age_high`` (inclusive bounds in
+    years; ``age`` is the group as written, e.g. ``25-32``) and optionally ``user_id,face_id``
+    (Adience: a person is a face id within one user's photos) and ``gender``. Each sample gets
+    ``interval = (age_low, age_high)`` and ``label`` its centre (an exact age when both bounds are
+    equal). meta ``person`` is ``user_id/face_id`` where given, else the file name (every face its
+    own person), so results can be counted by person. ``split`` is ``"all"`` (these sets are held
+    out whole). The faces are aligned to the model's template when decoded (``SampleList.align``).
+    """
+    root = Path(root)
+    f = root / "labels.csv"
+    split = split or "all"
+    if split != "all":
+        raise DataError(root, f"unknown split {split!r} (this set is one list: all)")
+    if not f.is_file():
+        raise DataError(root, "no labels.csv (expected filename,age,age_low,age_high,... as extract-external writes it)")
+    out: _Rows = []
+    for i, r in _read_csv(f, ["filename", "age_low", "age_high"]):
+        w = f"line {i}"
+        lo = _number(r["age_low"], f, w, "age_low", minimum=0)
+        hi = _number(r["age_high"], f, w, "age_high", minimum=0)
+        if hi < lo:
+            raise DataError(f, f"{w}: age_high {hi:g} is below age_low {lo:g}")
+        person = f"{r['user_id']}/{r['face_id']}" if r.get("user_id") and r.get("face_id") else r["filename"]
+        meta = {"person": person} | ({"gender": r["gender"].lower()} if r.get("gender") else {})
+        out.append((w, Sample(_image(root, r["filename"], f, w), (lo + hi) / 2, meta=meta,
+                              interval=None if lo == hi else (lo, hi))))
+    return _finish_photos(f"{root.name}/{split}", [f], out, require_images)
+
+
 def fgnet_people(root: PathLike) -> list[str]:
     """The person ids of FG-NET (for the LOPO folds ``lopo<id>_train`` / ``_test``)."""
     return sorted({s.meta["person"] for s in read_fgnet(root, "all", require_images=False).samples})
