@@ -181,6 +181,7 @@ def test_mebeauty_original_images_and_errors(tmp_path):
     with pytest.warns(DataWarning, match="no original image"):
         s = read_mebeauty(root, "train", image="original")
     assert [x.path for x in s.samples] == [root / "original_images" / o for o in origs]
+    assert [x.meta["gender"] for x in s.samples] == ["female", "female", "male"]  # the sex of the original photos too
     assert "unknown split 'dev' (split_2022 has: test, train, val)" in error(read_mebeauty, root, "dev")
     assert "image must be one of crop, original" in error(read_mebeauty, root, "train", image="raw")
 
