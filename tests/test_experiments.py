@@ -55,3 +55,54 @@ def test_ensemble_subsets_score_the_mean_of_each_smaller_group():
     assert out["good + bad"] < 0.5
     with pytest.raises(ValueError, match=r"estimates of bad have shape \(4,\), truth has shape \(5,\)"):
         mod.subset_pearsons({"good": truth, "bad": truth[:4]}, truth)
+
+
+def _load_script(name: str):
+    """An experiments/ script imported as a module (its functions, no run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py") + "_script", REPO / "experiments" / name)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_beauty_cross_reports_pearson_by_sex_and_the_offset_between_the_sexes():
+    import numpy as np
+
+    from dldl.labels import LabelSet
+
+    mod = _load_script("beauty_cross.py")
+    truth = np.array([3.0, 4.0, 5.0, 6.0, 1.0, 2.0, 3.0, 4.0])  # women 4.5 on average, men 2.5
+    sex = ["female"] * 4 + ["male"] * 4
+    pred = truth.copy()
+    pred[4:] += 1.0  # the model lifts men by a point: same ranking within each sex, offset halved
+    out = mod.sex_stats(pred, truth, sex)
+    assert (out["count_female"], out["count_male"], out["count_unknown"]) == (4, 4, 0)
+    assert out["pearson_female"] == pytest.approx(1.0) and out["pearson_male"] == pytest.approx(1.0)
+    sd = truth.std(ddof=1)
+    assert out["raters_offset_points"] == pytest.approx(2.0) and out["raters_offset_sd"] == pytest.approx(2.0 / sd)
+    assert out["model_offset_points"] == pytest.approx(1.0) and out["model_offset_sd"] == pytest.approx(1.0 / sd)
+    assert out["gap_offset_points"] == pytest.approx(-1.0) and out["se_gap_offset_points"] == pytest.approx(0.0)
+    unknown = mod.sex_stats(pred, truth, sex[:-1] + [None])
+    assert unknown["count_male"] == 3 and unknown["count_unknown"] == 1 and unknown["count"] == 8
+    assert "raters_offset_sd" not in mod.sex_stats(pred, truth, ["female"] * 8)  # one sex: no offset
+
+    # 1-10 estimates onto SCUT's 1-5 scale, end to end (the inverse of label * 2.25 - 1.25)
+    assert mod.to_scale(np.array([1.0, 5.5, 10.0]), LabelSet(1, 10, 0.1), LabelSet(1, 5, 0.05)) == pytest.approx([1, 3, 5])
+    assert mod.to_scale(np.array([2.0, 4.0]), LabelSet(1, 5, 0.05), LabelSet(1, 10, 0.1)) == pytest.approx([3.25, 7.75])
+
+
+def test_beauty_cross_marks_the_sets_a_model_trained_on():
+    mod = _load_script("beauty_cross.py")
+    assert mod.sources_seen("mobilenet_v2-scut5500") == ["scut-fbp5500"]
+    assert mod.sources_seen("mobilenet_v2-mebeauty") == ["mebeauty"]
+    assert sorted(mod.sources_seen("mobilenet_v2-beauty")) == ["mebeauty", "scut-fbp5500"]
+    cell = {"count": 4, "count_female": 2, "count_male": 2, "pearson": 0.5, "spearman": 0.4, "pearson_female": 0.6,
+            "pearson_male": None, "raters_offset_sd": 0.3, "raters_offset_points": 0.2, "model_offset_sd": -0.1,
+            "model_offset_points": -0.05, "gap_offset_sd": -0.4, "se_gap_offset_sd": 0.2}
+    result = {"m": {"sources_seen": ["mebeauty"], "sets": {"A": {**cell, "in_domain": True}, "B": {**cell, "in_domain": False}}}}
+    text = mod.tables(result, {"A": (), "B": ()})
+    assert "| m (mebeauty) | 0.500 / 0.400* (4) | 0.500 / 0.400 (4) |" in text
+    assert "| m | A* | 2 / 2 | 0.500 / 0.600 / - | +0.30 (+0.20) | -0.10 (-0.05) | -0.40 +- 0.20 |" in text
+    assert "| m | B | 2 / 2 |" in text
