@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--degrade-sets", nargs="*", default=["aaf val", "adience all"])
     ap.add_argument("--robustness", type=Path, help="JSON of benchmarks/robustness.py: adds its largest |shift| per model")
     ap.add_argument("--merge", type=Path, nargs="*", default=[],
-                    help="JSON of earlier runs (same --per-set): their rows join the table")
+                    help="JSON of earlier runs (same --per-set): their rows (and temperature and degradation rows) join the tables")
     ap.add_argument("--detector", default="yunet", choices=sorted(DETECTORS), help="the face detector (default: yunet)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--results", type=Path, help="Markdown file whose generalization section is replaced")
@@ -387,6 +387,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{earlier}: measured with --per-set {old['per_set']}, not {args.per_set}")
         results = {**old["results"], **results}
         sources = {**old.get("sources", {}), **sources}
+        temps = {**old.get("temperatures", {}), **{k: v for k, v in temps.items() if v}}
+        shifts = {**old.get("degradations", {}), **{k: v for k, v in shifts.items() if v}}
     robustness = None
     if args.robustness and args.robustness.exists():
         rob = json.loads(args.robustness.read_text())["models"]
@@ -395,20 +397,23 @@ def main(argv: list[str] | None = None) -> None:
            "command": "python benchmarks/generalization.py " + " ".join(argv or sys.argv[1:]), "sources": sources,
            "results": results, "temperatures": {k: v for k, v in temps.items() if v},
            "degradations": {k: v for k, v in shifts.items() if v}}
+    doc["models"] = list(results)
     md = table(results, sources, robustness)
     loso = loso_table(results, sources)
     extra = ["", "Mean signed error by 10-year band of the truth, held-out sets only (faces in brackets):", "",
              band_table(results, sources)] + (["", "Leave one source out (each run on the source it left out):", "", loso] if loso else [])
+    t_cols = sorted({x for per in doc["temperatures"].values() for v in per.values() for x in v}, key=float)
+    d_cols = sorted({h for per in doc["degradations"].values() for v in per.values() for h in v})
     if doc["temperatures"]:
         extra += ["", "Estimate re-read at other temperatures (error to the label or interval, each set):", "",
-                  benchlib.md_table(["model", "set", *[f"T {x:g}" for x in args.temperatures]],
-                                    [[m, s, *[benchlib.fmt(v.get(f"{x:g}"), 2) for x in args.temperatures]]
+                  benchlib.md_table(["model", "set", *[f"T {x}" for x in t_cols]],
+                                    [[m, s, *[benchlib.fmt(v.get(x), 2) or "-" for x in t_cols]]
                                      for m, per in doc["temperatures"].items() for s, v in per.items()])]
     if doc["degradations"]:
         extra += ["", "Mean absolute change of the estimate after a degradation of the photo (mean signed in brackets):", "",
-                  benchlib.md_table(["model", "set", *args.degrade],
+                  benchlib.md_table(["model", "set", *d_cols],
                                     [[m, s, *[f"{v[h]['mean_abs']:.2f} ({v[h]['mean_signed']:+.2f})" if v.get(h, {}).get("mean_abs") is not None
-                                              else "-" for h in args.degrade]]
+                                              else "-" for h in d_cols]]
                                      for m, per in doc["degradations"].items() for s, v in per.items()])]
     md = md + "\n" + "\n".join(extra)
     print(md)
