@@ -357,7 +357,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--detector", default="yunet", choices=sorted(DETECTORS), help="the face detector (default: yunet)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--results", type=Path, help="Markdown file whose generalization section is replaced")
+    ap.add_argument("--render", type=Path, help="a JSON this script wrote (--json): print its tables (and --results) again, running nothing")
     args = ap.parse_args(argv)
+    if args.render:
+        old = json.loads(args.render.read_text())
+        return report(old, old["results"], old.get("sources", {}), old.get("temperatures", {}), old.get("degradations", {}),
+                      None, args.results, old["per_set"])
     import torch
 
     torch.set_num_threads(1)
@@ -408,6 +413,15 @@ def main(argv: list[str] | None = None) -> None:
            "results": results, "temperatures": {k: v for k, v in temps.items() if v},
            "degradations": {k: v for k, v in shifts.items() if v}}
     doc["models"] = list(results)
+    if args.json:
+        benchlib.write_json(args.json, doc)
+    report(doc, results, sources, doc["temperatures"], doc["degradations"], robustness, args.results, args.per_set)
+
+
+def report(doc: dict[str, Any], results: dict[str, dict[str, dict]], sources: dict[str, dict], temperatures: dict, degradations: dict,
+           robustness: dict[str, float] | None, results_md: Path | None, per_set: int) -> None:
+    """Print the tables of ``doc`` (the JSON this script writes); with ``results_md``, replace its generalization block."""
+    doc = {**doc, "temperatures": temperatures, "degradations": degradations}
     md = table(results, sources, robustness)
     loso = loso_table(results, sources)
     extra = ["", "Mean signed error by 10-year band of the truth, held-out sets only (faces in brackets):", "",
@@ -427,17 +441,16 @@ def main(argv: list[str] | None = None) -> None:
                                      for m, per in doc["degradations"].items() for s, v in per.items()])]
     md = md + "\n" + "\n".join(extra)
     print(md)
-    if args.json:
-        benchlib.write_json(args.json, doc)
-    if args.results:
-        text = args.results.read_text() if args.results.exists() else ""
+    if results_md:
+        text = results_md.read_text() if results_md.exists() else ""
         block = (f"{MARK_BEGIN}\n{md}\n\nMeasured with `{doc['command']}` on {doc['machine'].get('cpu', '?')}, "
-                 f"commit {doc['machine'].get('commit', '?')}, {args.per_set} photos per set drawn with seed 0.\n{MARK_END}")
+                 f"commit {doc['machine'].get('commit', '?')}, {per_set} photos per set drawn with seed 0."
+                 + (f" {doc['renamed']}." if doc.get("renamed") else "") + f"\n{MARK_END}")
         if MARK_BEGIN in text:
             text = text[:text.index(MARK_BEGIN)] + block + text[text.index(MARK_END) + len(MARK_END):]
         else:
             text += f"\n\n## Cross-dataset age table (photo pipeline)\n\n{block}\n"
-        args.results.write_text(text)
+        results_md.write_text(text)
 
 
 if __name__ == "__main__":
