@@ -140,8 +140,6 @@ def run_models(models: dict[str, Any], samples: list, detector: Any, degrade: st
         except DldlError:
             faces = []
         for name, est in models.items():
-            if est.template != "utkface":
-                raise SystemExit(f"{name}: template {est.template!r}; this benchmark aligns to utkface's")
             if not faces:
                 out[name].append({"found": False})
                 continue
@@ -361,8 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.render:
         old = json.loads(args.render.read_text())
-        return report(old, old["results"], old.get("sources", {}), old.get("temperatures", {}), old.get("degradations", {}),
-                      None, args.results, old["per_set"])
+        return report(old, None, args.results)
     import torch
 
     torch.set_num_threads(1)
@@ -371,6 +368,8 @@ def main(argv: list[str] | None = None) -> None:
         name, _, path = m.partition("=")
         models[name] = dldl.load(path or name)
         sources[name] = model_sources(path or name)
+        if models[name].template != "utkface":
+            raise SystemExit(f"{name}: template {models[name].template!r}; this benchmark aligns to utkface's")
     detector = get_detector(args.detector)
     peers = peer_commands(args.peer, args.face_api)
     sources |= {name: {"seen": PEER_SOURCES[name]} for name in peers}
@@ -407,21 +406,21 @@ def main(argv: list[str] | None = None) -> None:
     robustness = None
     if args.robustness and args.robustness.exists():
         rob = json.loads(args.robustness.read_text())["models"]
-        robustness = {k: max(abs(v) for v in shifts.values()) for k, shifts in rob.items()}
+        robustness = {k: max(abs(v) for v in per.values()) for k, per in rob.items()}
     doc = {"machine": benchlib.machine(), "per_set": args.per_set, "detector": repr(detector), "seconds": round(time.time() - started),
            "command": "python benchmarks/generalization.py " + " ".join(argv or sys.argv[1:]), "sources": sources,
            "results": results, "temperatures": {k: v for k, v in temps.items() if v},
            "degradations": {k: v for k, v in shifts.items() if v}}
-    doc["models"] = list(results)
     if args.json:
         benchlib.write_json(args.json, doc)
-    report(doc, results, sources, doc["temperatures"], doc["degradations"], robustness, args.results, args.per_set)
+    report(doc, robustness, args.results)
 
 
-def report(doc: dict[str, Any], results: dict[str, dict[str, dict]], sources: dict[str, dict], temperatures: dict, degradations: dict,
-           robustness: dict[str, float] | None, results_md: Path | None, per_set: int) -> None:
-    """Print the tables of ``doc`` (the JSON this script writes); with ``results_md``, replace its generalization block."""
-    doc = {**doc, "temperatures": temperatures, "degradations": degradations}
+def report(doc: dict[str, Any], robustness: dict[str, float] | None, results_md: Path | None) -> None:
+    """Print the tables of ``doc`` (the JSON this script writes: results, sources, temperatures,
+    degradations); with ``results_md``, replace that file's generalization block."""
+    results, sources = doc["results"], doc.get("sources", {})
+    doc = {**doc, "temperatures": doc.get("temperatures", {}), "degradations": doc.get("degradations", {})}
     md = table(results, sources, robustness)
     loso = loso_table(results, sources)
     extra = ["", "Mean signed error by 10-year band of the truth, held-out sets only (faces in brackets):", "",
@@ -444,7 +443,7 @@ def report(doc: dict[str, Any], results: dict[str, dict[str, dict]], sources: di
     if results_md:
         text = results_md.read_text() if results_md.exists() else ""
         block = (f"{MARK_BEGIN}\n{md}\n\nMeasured with `{doc['command']}` on {doc['machine'].get('cpu', '?')}, "
-                 f"commit {doc['machine'].get('commit', '?')}, {per_set} photos per set drawn with seed 0."
+                 f"commit {doc['machine'].get('commit', '?')}, {doc['per_set']} photos per set drawn with seed 0."
                  + (f" {doc['renamed']}." if doc.get("renamed") else "") + f"\n{MARK_END}")
         if MARK_BEGIN in text:
             text = text[:text.index(MARK_BEGIN)] + block + text[text.index(MARK_END) + len(MARK_END):]
