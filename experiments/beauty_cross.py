@@ -38,7 +38,8 @@ from scipy import stats
 import dldl
 from dldl.data.cache import load_cached
 from dldl.data.datasets import get_dataset, load_dataset
-from dldl.errors import DldlError, run_script
+from dldl.errors import run_script
+from dldl.hub import sources_seen
 from dldl.labels import LabelSet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,25 +58,6 @@ def pick_sets(scut_root: Path | None = None, mebeauty_root: Path | None = None) 
     roots = {"scut-fbp5500": scut_root, "mebeauty": mebeauty_root}
     sets = {k: (d, roots[d] or root, split, opts) for k, (d, root, split, opts) in SETS.items()}
     return {k: v for k, v in sets.items() if Path(v[1]).exists()}
-
-
-def sources_seen(model: str) -> list[str] | None:
-    """The datasets ``model`` trained on: its card's ``sources_seen``, else its run config's
-    ``extra.sources_seen``, the datasets of its ``sources`` or its ``dataset``; ``None`` when none
-    of them says (then no cell is marked in-domain)."""
-    from dldl.hub import checkpoint, resolve
-
-    seen = resolve(model).card.get("sources_seen")
-    if seen is not None:
-        return list(seen)
-    try:
-        cfg = checkpoint(model)[1].get("config") or {}
-    except DldlError:  # an exported graph: no config to read
-        return None
-    seen = (cfg.get("extra") or {}).get("sources_seen")
-    if seen is None and cfg:
-        seen = sorted({s["dataset"] for s in cfg.get("sources") or []} or {cfg.get("dataset")} - {None})
-    return list(seen) if seen else None
 
 
 def to_scale(x: np.ndarray, model_labels: LabelSet, set_labels: LabelSet) -> np.ndarray:

@@ -269,6 +269,37 @@ def checkpoint(name_or_path: str | os.PathLike) -> tuple[Weights, dict[str, Any]
     return weights, load_checkpoint(weights.path)
 
 
+def sources_seen(name_or_path: str | os.PathLike, config: dict[str, Any] | None = None) -> list[str] | None:
+    """The datasets a model trained on, for marking the results on them in-domain: its card's
+    ``sources_seen`` (a shipped model's card, or the ``NAME.json`` beside a model that ``dldl release
+    --models-dir`` put elsewhere), else its run config's ``extra.sources_seen``, the datasets of its
+    ``sources`` or its ``dataset``; ``None`` when none of these says (an exported graph without a
+    card). ``config``: the run config, when the caller has read the checkpoint already.
+
+    >>> sources_seen("mobilenet_v2-utkface")
+    ['utkface']
+    """
+    weights = resolve(name_or_path)
+    card = weights.card
+    beside = weights.path.with_suffix(".json")
+    if not card and beside.is_file():
+        try:
+            card = json.loads(beside.read_text())
+        except (OSError, ValueError):
+            card = {}
+    if card.get("sources_seen") is not None:
+        return list(card["sources_seen"])
+    if config is None and not weights.exported:
+        from dldl.checkpoint import load_checkpoint
+
+        config = load_checkpoint(weights.path).get("config")
+    config = config or {}
+    seen = (config.get("extra") or {}).get("sources_seen")
+    if seen is None and config:
+        seen = sorted({s["dataset"] for s in config.get("sources") or []} or {config.get("dataset")} - {None})
+    return list(seen) if seen else None
+
+
 def combine(models: list[str | os.PathLike]) -> dict[str, Any]:
     """One checkpoint payload (for :func:`~dldl.checkpoint.save_checkpoint`) holding the ensemble
     (:mod:`dldl.models.ensemble`) of ``models``: checkpoints, run folders or shipped names, each
