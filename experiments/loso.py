@@ -25,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    cfg = yaml.safe_load(args.config.read_text())
+    try:
+        cfg = yaml.safe_load(args.config.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        ap.error(f"{args.config}: cannot read the config ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("sources"), list):
+        ap.error(f"{args.config}: not a training config with a list of sources")
     names = [s["dataset"] for s in cfg["sources"]]
     if args.without != "none" and args.without not in names:
         ap.error(f"{args.config}: no source {args.without!r} (its sources: {', '.join(dict.fromkeys(names))})")
@@ -37,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "recipe": str(args.config)})
     out.mkdir(parents=True, exist_ok=True)
     written = out / "loso.yaml"
+    if written.resolve() == args.config.resolve():
+        ap.error(f"{args.config}: the config to train from is the file this run would write; give another --out")
     written.write_text(yaml.safe_dump(cfg, sort_keys=False))
     cmd = [str(Path(sys.executable).with_name("dldl")), "train", "--config", str(written)]
     for kv in args.set:

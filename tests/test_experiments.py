@@ -106,3 +106,19 @@ def test_beauty_cross_marks_the_sets_a_model_trained_on():
     assert "| m (mebeauty) | 0.500 / 0.400* (4) | 0.500 / 0.400 (4) |" in text
     assert "| m | A* | 2 / 2 | 0.500 / 0.600 / - | +0.30 (+0.20) | -0.10 (-0.05) | -0.40 +- 0.20 |" in text
     assert "| m | B | 2 / 2 |" in text
+
+
+def test_loso_refuses_a_missing_source_a_bad_config_and_writing_over_its_config(tmp_path):
+    config = tmp_path / "loso.yaml"
+    config.write_text((REPO / "experiments" / "loso" / "age_today.yaml").read_text())
+    before = config.read_bytes()
+    (tmp_path / "plain.yaml").write_text("epochs: 3\n")
+    for args, message in (((str(config), "--without", "morph"), "no source 'morph' (its sources: utkface, aaf, fairface)"),
+                          ((str(config), "--without", "aaf", "--out", str(tmp_path)), "the file this run would write"),
+                          ((str(tmp_path / "absent.yaml"), "--without", "aaf"), "cannot read the config"),
+                          ((str(REPO / "pyproject.toml"), "--without", "aaf"), "cannot read the config (ParserError"),
+                          ((str(tmp_path / "plain.yaml"), "--without", "aaf"),
+                           "not a training config")):
+        r = _script("loso.py", *args)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert config.read_bytes() == before
