@@ -63,9 +63,9 @@ from PIL import Image, ImageFilter
 
 import dldl
 from dldl.data.datasets import load_dataset
-from dldl.data.images import read_image, square_resize
+from dldl.data.images import read_image
 from dldl.errors import DldlError
-from dldl.faces import ALIGN_SIZE, DETECTORS, detect_and_align, get_detector
+from dldl.faces import DETECTORS, aligned_crop, get_detector
 
 HERE = Path(__file__).resolve().parent
 DATA = benchlib.REPO / "data_external"
@@ -121,14 +121,14 @@ def run_models(models: dict[str, Any], samples: list, detector: Any, degrade: st
         try:
             photo = read_image(s.path)
             image = np.asarray(DEGRADATIONS[degrade](photo) if degrade else photo)
-            faces = detect_and_align(image, detector, "utkface", ALIGN_SIZE)  # every model here uses utkface's template
+            faces = detector.detect(image)
         except DldlError:
             faces = []
         for name, est in models.items():
             if not faces:
                 out[name].append({"found": False})
                 continue
-            crop = square_resize(Image.fromarray(faces[0][1]), est.cache_size)[None]
+            crop = aligned_crop(image, faces[0], est.template, est.cache_size)[None]
             pred = est.predict_arrays(crop)
             iv = pred.interval()
             out[name].append({"found": True, "estimate": float(pred.estimate[0]),

@@ -153,3 +153,82 @@ def test_beauty_faces_get_a_percentile_among_the_training_faces():
         assert face["percentile"] == pytest.approx(percentile_of(face["beauty"], quantiles), abs=0.3)
     with pytest.raises(ValueError, match=r"101 non-decreasing values .* shape \(3,\)"):
         percentile_of(1.0, [1.0, 2.0, 3.0])
+
+
+class CountingDetector(FixedDetector):
+    """FixedDetector that records the photos it saw and how many detections ever overlapped."""
+
+    def __init__(self, landmarks):
+        super().__init__(landmarks)
+        import threading
+
+        self.seen, self.running, self.most = [], 0, 0
+        self._guard = threading.Lock()
+
+    def detect(self, image):
+        import time
+
+        with self._guard:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.01)
+        self.seen.append(int(image[0, 0, 0]))
+        with self._guard:
+            self.running -= 1
+        return super().detect(image)
+
+
+def test_stream_reads_ahead_yet_gives_every_photo_in_order_as_one_at_a_time_would(tiny_run, tmp_path):
+    """stream() detects the next photo in a second thread while it estimates this one: the results
+    are those of one photo at a time, in order, a bad file in the middle gives its error line and
+    the rest go on, and leaving the loop early stops it (no photo after the next is read)."""
+    from PIL import Image
+
+    est = Estimator.from_checkpoint(tiny_run / "run" / "best.pt")
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(5):
+        photo = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+        photo[0, 0] = 10 * i  # names the photo in the detector's record
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(photo).save(paths[-1])
+    (tmp_path / "2.png").write_bytes(b"not a png")
+    lm = [[60, 50], [100, 50], [80, 70], [65, 90], [95, 90]]
+    detector = CountingDetector(lm)
+    streamed = list(Predictor(est, detector).stream(paths))
+    one_by_one = [Predictor(est, FixedDetector(lm)).safe(p) for p in paths]
+    assert [r.path for r in streamed] == [str(p) for p in paths]
+    assert streamed[2].error and "2.png" in streamed[2].error and not streamed[2].faces
+    for a, b in zip(streamed, one_by_one):
+        assert a.error == b.error and [f.value for f in a.faces] == pytest.approx([f.value for f in b.faces])
+    assert sorted(detector.seen) == [0, 10, 30, 40] and detector.most == 1  # one detection at a time
+
+    early = CountingDetector(lm)
+    results = Predictor(est, early).stream(paths)
+    assert next(results).path == str(paths[0])
+    results.close()
+    assert sorted(early.seen) in ([0], [0, 10])  # the first photo, and at most the one read ahead
+
+
+def test_predict_takes_the_faces_detect_found(tiny_run):
+    """predict(image, faces) skips detection: the same faces as predict(image); no detector: detect() is None."""
+    est = Estimator.from_checkpoint(tiny_run / "run" / "best.pt")
+    photo = np.random.default_rng(4).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    lm = [[60, 50], [100, 50], [80, 70], [65, 90], [95, 90]]
+    predictor = Predictor(est, FixedDetector(lm))
+    faces = predictor.detect(photo)
+    assert [f.value for f in predictor.predict(photo, faces)] == pytest.approx([f.value for f in predictor.predict(photo)])
+    assert predictor.predict(photo, []) == []
+    assert Predictor(est).detect(photo) is None
+
+
+def test_the_photo_pipeline_runs_its_model_on_one_thread_unless_asked():
+    """One ONNX Runtime thread for the model by default (a photo's few faces cost less CPU on one,
+    and stream() runs the detector on the other core); threads=None gives one per core."""
+    from dldl.predictor import pipeline
+
+    def threads(p):
+        return p.estimator.model.session.get_session_options().intra_op_num_threads
+
+    assert threads(pipeline("age", cache=False)) == 1
+    assert threads(pipeline("age", cache=False, threads=2)) == 2

@@ -29,6 +29,7 @@ import numpy as np
 
 from dldl.data.images import IMAGE_SUFFIXES, MAX_PIXELS, WORKING_PIXELS, read_photo, square_resize, upright_rgb
 from dldl.errors import DataError, DldlError
+from dldl.faces.detect import Face
 from dldl.results import FacePrediction, PhotoResult, VideoResult, face_flags, percentile_of
 from dldl.runtime import Estimator
 
@@ -98,7 +99,8 @@ class Predictor:
         self.template = template or estimator.template
         self.tta_flip = tta_flip
         self.max_pixels = max_pixels
-        self._lock = threading.Lock()
+        self._detect_lock = threading.Lock()  # each network is used by one thread at a time, so that
+        self._estimate_lock = threading.Lock()  # one photo's detection may overlap another's estimate (stream)
 
     @property
     def model(self) -> str:
@@ -139,9 +141,18 @@ class Predictor:
             raise ValueError(f"an image array must be (H, W, 3) uint8, got {array.dtype} {array.shape}")
         return name or "<image>", np.ascontiguousarray(array[:, :, ::-1] if bgr else array), 1.0
 
-    # -- 2. inference and 3. postprocess: one array to faces
-    def predict(self, image: np.ndarray) -> list[FacePrediction]:
+    # -- 2. inference (detect, then align and estimate) and 3. postprocess: one array to faces
+    def detect(self, image: np.ndarray) -> list[Face] | None:
+        """The faces the detector finds in ``image`` ``(H, W, 3)`` uint8 RGB, largest first; ``None``
+        when there is no detector (the image is one aligned face crop)."""
+        if self.detector is None:
+            return None
+        with self._detect_lock:
+            return self.detector.detect(image)
+
+    def predict(self, image: np.ndarray, faces: list[Face] | None = None) -> list[FacePrediction]:
         """``(H, W, 3)`` uint8 RGB photo (or crop) -> one :class:`FacePrediction` per face, largest first.
+        ``faces``: what :meth:`detect` found in ``image``, when it was called already.
 
         Raises:
             DataError: (without a file name) a crop, when there is no detector, smaller than
@@ -149,35 +160,38 @@ class Predictor:
         """
         from PIL import Image
 
-        from dldl.faces import aligned_crops
+        from dldl.faces import aligned_crop
 
         size = self.estimator.cache_size
-        with self._lock:
-            if self.detector is None:
-                h, w = image.shape[:2]
-                if min(h, w) < MIN_CROP_SIDE:
-                    raise DataError(None, f"image is {w}x{h} pixels, too small for a face crop "
-                                          f"(at least {MIN_CROP_SIDE}x{MIN_CROP_SIDE})")
-                found = [(None, square_resize(Image.fromarray(image), size), (0.0, 0.0, float(w), float(h)))]
-            else:
-                found = [(face, crop, face.box) for face, crop in aligned_crops(image, self.detector, self.template, size)]
-            if not found:
-                return []
+        if faces is None:
+            faces = self.detect(image)
+        if faces is None:
+            h, w = image.shape[:2]
+            if min(h, w) < MIN_CROP_SIDE:
+                raise DataError(None, f"image is {w}x{h} pixels, too small for a face crop "
+                                      f"(at least {MIN_CROP_SIDE}x{MIN_CROP_SIDE})")
+            found = [(None, square_resize(Image.fromarray(image), size), (0.0, 0.0, float(w), float(h)))]
+        else:
+            found = [(face, aligned_crop(image, face, self.template, size), face.box) for face in faces]
+        if not found:
+            return []
+        with self._estimate_lock:
             pred = self.estimator.predict_arrays(np.stack([c for _, c, _ in found]), self.tta_flip)
         intervals = pred.interval()
-        faces = [FacePrediction(box, None if face is None else face.landmarks, None if face is None else face.score,
-                                float(pred.estimate[i]), None if intervals is None else tuple(map(float, intervals[i])),
-                                None if pred.distribution is None else pred.distribution[i], crop)
-                 for i, (face, crop, box) in enumerate(found)]
+        predictions = [FacePrediction(box, None if face is None else face.landmarks, None if face is None else face.score,
+                                      float(pred.estimate[i]), None if intervals is None else tuple(map(float, intervals[i])),
+                                      None if pred.distribution is None else pred.distribution[i], crop)
+                       for i, (face, crop, box) in enumerate(found)]
         reference = self.estimator.meta.get("reference_quantiles")
         return [dataclasses.replace(f, flags=face_flags(f, self.estimator.spec),
                                     percentile=None if reference is None else percentile_of(f.value, reference))
-                for f in faces]
+                for f in predictions]
 
-    def result(self, image: np.ndarray, path: str, scale: float = 1.0) -> PhotoResult:
-        """:meth:`predict` on ``image`` as the :class:`PhotoResult` of ``path``; boxes and landmarks
-        are multiplied by ``scale`` (the photo's pixels per pixel of ``image``), so they are the photo's."""
-        faces = self.predict(image)
+    def result(self, image: np.ndarray, path: str, scale: float = 1.0, found: list[Face] | None = None) -> PhotoResult:
+        """:meth:`predict` on ``image`` (``found``: its faces from :meth:`detect`, when detected already) as
+        the :class:`PhotoResult` of ``path``; boxes and landmarks are multiplied by ``scale`` (the
+        photo's pixels per pixel of ``image``), so they are the photo's."""
+        faces = self.predict(image, found)
         if scale != 1.0:
             faces = [dataclasses.replace(f, box=tuple(v * scale for v in f.box),
                                          landmarks=None if f.landmarks is None else f.landmarks * scale) for f in faces]
@@ -203,21 +217,41 @@ class Predictor:
     def stream(self, sources: Any, bgr: bool = False) -> Iterator[PhotoResult]:
         """Every photo of ``sources`` (a path, folder or glob, a PIL image, an array, bytes, or a
         list or iterator of them) -> its :class:`PhotoResult`, in order. A photo that cannot be read
-        gives a result whose ``error`` names it; the others go on."""
+        gives a result whose ``error`` names it; the others go on.
+
+        While one photo is aligned and estimated, the next is read and searched for faces in a
+        second thread: the two networks run side by side, each on one core (docs/BENCHMARKS.md).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         items = list(sources) if _is_source_list(sources) else [sources]
-        for item in items:
-            if isinstance(item, (str, os.PathLike)):
-                for path in expand_paths([item]):
-                    yield self.safe(path, None, bgr)
-            else:
-                yield self.safe(item, None, bgr)
+        photos = (photo for item in items
+                  for photo in (expand_paths([item]) if isinstance(item, (str, os.PathLike)) else [item]))
+        with ThreadPoolExecutor(1, thread_name_prefix="dldl-detect") as pool:
+            pending = None
+            for photo in photos:
+                job = pool.submit(self._read_and_detect, photo, bgr)
+                if pending is not None:
+                    yield self._caught(*pending)
+                pending = (photo, None, lambda job=job: self.result(*job.result()))
+            if pending is not None:
+                yield self._caught(*pending)
+
+    def _read_and_detect(self, source: Any, bgr: bool) -> tuple[np.ndarray, str, float, list[Face] | None]:
+        """:meth:`load` then :meth:`detect`: the arguments of :meth:`result`."""
+        path, image, scale = self.load(source, None, bgr)
+        return image, path, scale, self.detect(image)
 
     def safe(self, source: Any, name: str | None = None, bgr: bool = False) -> PhotoResult:
         """One photo (anything :meth:`load` takes, named ``name``) -> its :class:`PhotoResult`; a
         photo that cannot be read gives a result whose ``error`` names it instead of an exception."""
+        return self._caught(source, name, lambda: self(source, name, bgr))
+
+    def _caught(self, source: Any, name: str | None, run: Any) -> PhotoResult:
+        """``run()``'s result, or, when it raises :class:`DataError`, the error result naming ``source``."""
         label = name or (os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<image>")
         try:
-            return self(source, name, bgr)
+            return run()
         except DataError as e:  # one line naming the file; the other photos continue
             return self.error(label, f"{label}: {getattr(e, 'problem', e)}")
 
@@ -250,13 +284,16 @@ _PIPELINES_LOCK = threading.Lock()
 
 def pipeline(task: str = "age", model: str | os.PathLike | None = None, device: str = "cpu", runtime: str = "auto",
              crops: bool = False, min_score: float = 0.7, min_face_size: float = 20.0, tta: bool | None = None,
-             cache: bool = True, threads: int | None = None) -> Predictor:
+             cache: bool = True, threads: int | None = 1) -> Predictor:
     """The :class:`Predictor` of ``task`` (its default model from :data:`TASKS`, or ``model``: a
     shipped name, a checkpoint, a run folder or an exported file) with the default face detector
     keeping faces scored at least ``min_score`` and at least ``min_face_size`` px wide (``crops``:
     no detector, every input is an aligned face crop). With ``cache`` the predictor is made once
     per set of arguments and shared (safely across threads). ``threads``: ONNX Runtime's threads
-    for the model (default: one per core; a batch worker gives its own CPUs).
+    for the model (``None``: one per core). One by default: a photo's few faces take less CPU, and
+    no more time, on one thread than on two, and :meth:`Predictor.stream` detects the next photo
+    on the other core meanwhile; a photo of 20 faces or more is estimated faster with more
+    (docs/BENCHMARKS.md).
 
     Raises:
         DldlError: an unknown task, model or runtime, or bad detector settings (one line).

@@ -57,28 +57,40 @@ ALIGN_SIZE = 200
 """Faces are aligned at the side of UTKFace's chips, then resized like the training cache."""
 
 
+def aligned_crop(image: np.ndarray, face: Face, template: str | np.ndarray, size: int) -> np.ndarray:
+    """The crop of one detected ``face`` of ``image`` ``(H, W, 3)`` uint8 RGB as the models see it,
+    ``(size, size, 3)`` uint8: aligned to ``template`` at :data:`ALIGN_SIZE`, then resized like the
+    training cache. The one path from a photo to a model crop, for prediction and for training on
+    photo datasets.
+
+    >>> face = Face((10.0, 10.0, 50.0, 50.0), 0.9, np.array([[20, 25], [40, 25], [30, 35], [22, 42], [38, 42.]]))
+    >>> aligned_crop(np.zeros((64, 64, 3), np.uint8), face, "utkface", 108).shape
+    (108, 108, 3)
+    """
+    from PIL import Image
+
+    from dldl.data.images import square_resize
+
+    return square_resize(Image.fromarray(align_face(image, face.landmarks, template, ALIGN_SIZE)), size)
+
+
 def aligned_crops(image: np.ndarray, detector: Detector, template: str | np.ndarray, size: int
                   ) -> list[tuple[Face, np.ndarray]]:
-    """Every face in ``image`` ``(H, W, 3)`` uint8 RGB with its crop as the models see it: aligned
-    to ``template`` at :data:`ALIGN_SIZE`, then resized to ``(size, size, 3)`` uint8 like the
-    training cache. The one path from a photo to model crops, for prediction and for training on
-    photo datasets.
+    """Every face ``detector`` finds in ``image`` ``(H, W, 3)`` uint8 RGB, largest first, with its
+    :func:`aligned_crop` ``(size, size, 3)``.
 
     >>> class NoFaces:
     ...     def detect(self, image): return []
     >>> aligned_crops(np.zeros((8, 8, 3), np.uint8), NoFaces(), "utkface", 108)
     []
     """
-    from PIL import Image
-
-    from dldl.data.images import square_resize
-
-    return [(face, square_resize(Image.fromarray(crop), size))
-            for face, crop in detect_and_align(image, detector, template, ALIGN_SIZE)]
+    check_rgb(image)
+    get_template(template)  # fail on a bad template even when there is no face
+    return [(face, aligned_crop(image, face, template, size)) for face in detector.detect(image)]
 
 
 __all__ = [
-    "ALIGN_SIZE", "aligned_crops",
+    "ALIGN_SIZE", "aligned_crop", "aligned_crops",
     "DETECTORS", "LANDMARK_NAMES", "TEMPLATES", "Detector", "DetectorUnavailable", "Face", "OnnxYuNetDetector",
     "ScaledDetector", "YuFaceDetector", "align_face",
     "alignment_matrix", "detect_and_align", "estimate_similarity", "get_detector", "get_template",
