@@ -197,10 +197,12 @@ def test_realigned_photo_faces_land_on_template(detector):
 
 def test_landmarks_agree_with_yuface(detector, yuface_detector):
     """yuface compiles the same network (yunet_s): the same faces and scores, landmarks within ~2 px
-    (yuface floors its outputs to whole pixels and percents)."""
+    (yuface floors its outputs to whole pixels and percents), each photo searched at its working
+    side (detect() may stop at the coarse search for one and not the other, on a floored score)."""
     for name in EXPECTED_FACES:
         image = load(name)
-        ours, theirs = detector.detect(image), yuface_detector.detect(image)
+        side = detector.working_side(max(image.shape[:2]))
+        ours, theirs = (d._search(image, side, d.min_score) for d in (detector, yuface_detector))
         assert len(ours) == len(theirs) == EXPECTED_FACES[name]
         for a, b in zip(ours, theirs):
             assert np.abs(a.landmarks - b.landmarks).max() < 2.5, name
@@ -252,7 +254,7 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
 
 def test_scaled_detector_maps_back_filters_and_sorts():
     class Stub(ScaledDetector):
-        def _raw(self, image):
+        def _raw(self, image, min_score):
             self.seen = image.shape
             boxes = np.array([[10, 10, 30, 40], [0, 0, 50, 50], [100, 100, 108, 110], [200, 200, 260, 260.]])
             return np.array([0.9, 0.6, 0.8, 0.75]), boxes, np.zeros((4, 5, 2)) + [15, 20]
@@ -263,6 +265,36 @@ def test_scaled_detector_maps_back_filters_and_sorts():
     # 0.6 is under min_score, the 8 px box is 17 px in the photo (< min_size); largest first, pixel centres mapped
     assert [f.box for f in faces] == [(400.5, 400.5, 520.5, 520.5), (20.5, 20.5, 60.5, 80.5)]
     assert faces[1].landmarks[0].tolist() == [30.5, 40.5] and faces[1].score == 0.9
+
+
+@pytest.mark.parametrize("found, sides", [
+    ([(0.9, 100)], [320]),  # one clear, large face: the coarse answer stands
+    ([(0.9, 100), (0.6, 40)], [320, 480]),  # something scored just under min_score: searched again
+    ([(0.9, 100), (0.3, 40)], [320]),  # far under min_score: not a doubt
+    ([(0.9, 40)], [320, 480]),  # a face too small at the coarse side for good landmarks: again
+    ([], [320]),  # nothing at all: no second search
+])
+def test_a_photo_is_searched_coarse_first_and_again_at_the_working_side_when_in_doubt(found, sides):
+    """A 640 px photo is searched at 320 px (a 20 px face is 10 px there), and again at 480 px only
+    when the coarse search scored something within DOUBT under min_score or found a face under
+    COARSE_FACE px; the answer is always that of the last search."""
+    class Stub(ScaledDetector):
+        def __init__(self):
+            super().__init__(min_score=0.7, max_side=640, min_size=20)
+            self.sides = []
+
+        def _raw(self, image, min_score):
+            self.sides.append(max(image.shape[:2]))
+            boxes = np.array([[0, 0, w, w] for _, w in found], dtype=float).reshape(-1, 4)
+            scores = np.array([s for s, _ in found], dtype=float)
+            keep = scores >= min_score
+            return scores[keep], boxes[keep], np.zeros((len(found), 5, 2))[keep]
+
+    det = Stub()
+    faces = det.detect(np.zeros((480, 640, 3), np.uint8))
+    assert det.sides == sides
+    scale = 640 / sides[-1]
+    assert [f.width for f in faces] == pytest.approx([w * scale for s, w in found if s >= 0.7 and w * scale >= 20])
 
 
 def test_the_detector_network_is_checked_against_its_card(tmp_path, monkeypatch):
