@@ -195,3 +195,18 @@ def test_a_cache_larger_than_memory_is_one_line_before_any_decoding(tmp_path):
     with pytest.raises(DataError, match=r"^big/train: 100,000 images decoded at 2048x2048 need 1,171.9 GiB of memory, more than this "
                                         r"machine has .*; lower cache_size"):
         decode_all(many, 2048, workers=1)
+
+
+def test_photo_caches_change_key_with_the_detection_version(synthetic_manifest, monkeypatch):
+    """Crops of photo sets depend on the detector: a change of ALIGNED_VERSION (a detection that
+    finds other landmarks) gives them a new key, so an old cache is not reused; crop sets keep theirs."""
+    import dataclasses
+
+    import dldl.data.cache as cache
+
+    crops = read_manifest_csv(synthetic_manifest)
+    photos = dataclasses.replace(crops, align=True)
+    before = cache_key(photos, 24, "utkface"), cache_key(crops, 24, "utkface")
+    monkeypatch.setattr(cache, "ALIGNED_VERSION", cache.ALIGNED_VERSION + 1)
+    after = cache_key(photos, 24, "utkface"), cache_key(crops, 24, "utkface")
+    assert after[0] != before[0] and after[1] == before[1]

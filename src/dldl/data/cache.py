@@ -40,13 +40,14 @@ from dldl.errors import DataError
 from dldl.files import atomic_path, file_sha256, remove_stale_temps
 
 CACHE_VERSION = 1
+ALIGNED_VERSION = 2  # photo sets: 2 since the detector searches coarse to fine (95d7841)
 _detector = None  # one face detector per decoding process, made on first use
 
 
 def cache_key(samples: SampleList, size: int, template: str | None = None) -> str:
-    """Hash of what the cache depends on: resolution, format version, alignment template (photo
-    sets only), each file's path/size/mtime."""
-    aligned = f":aligned-{template}" if samples.align and template else ""
+    """Hash of what the cache depends on: resolution, format version, alignment template and
+    version of the detection (photo sets only), each file's path/size/mtime."""
+    aligned = f":aligned-{template}-v{ALIGNED_VERSION}" if samples.align and template else ""
     h = hashlib.sha256(f"v{CACHE_VERSION}:{size}:{len(samples)}{aligned}\n".encode())
     for s in samples.samples:
         try:
