@@ -34,6 +34,7 @@ BAD = [
     ("batch_size=4.5", "batch_size '4.5': must be a whole number"),
     ("lr=fast", "lr 'fast': must be a number"),
     ("pearson=-0.5", "pearson -0.5: must be a number >= 0"),
+    ("consistency=-0.5", "consistency -0.5: must be a number >= 0"),
     ("template=celeba", "template 'celeba': must be one of"),
     ("sources=[{dataset: aaf}]", "sources[0]"),
     ("sources=[{dataset: aaf, root: x, target: teachers}]", "sources[0].target 'teachers': must be set only when teachers are given"),

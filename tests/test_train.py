@@ -298,3 +298,29 @@ def test_pearson_term_is_added_to_the_training_loss(synthetic_manifest, tmp_path
     plain, with_term = (train(_cfg(synthetic_manifest, tmp_path / name, epochs=1, lr=0.0, pearson=w))["history"][0]["train_loss"]
                         for name, w in (("plain", 0.0), ("pearson", 2.0)))
     assert 0.0 < with_term - plain < 2.0 * 2.0
+
+
+@pytest.mark.parametrize("weight", [0.0, 2.0])
+def test_consistency_compares_two_augmented_views_of_each_face(synthetic_manifest, tmp_path, monkeypatch, weight):
+    """consistency > 0: each batch goes through the network twice, two draws of the augmentation of
+    the same faces, and the mean |difference| of their estimates joins the loss at that weight; at 0
+    the batch goes once and the term is never computed."""
+    import importlib
+
+    train_module = importlib.import_module("dldl.training.train")  # the module; dldl.training.train is the function
+    seen = []
+    real = train_module.consistency_loss
+
+    def spy(estimate, other):
+        value = real(estimate, other)
+        seen.append((tuple(estimate.shape), tuple(other.shape), bool(torch.equal(estimate, other)), float(value)))
+        return value
+
+    monkeypatch.setattr(train_module, "consistency_loss", spy)
+    aug = {"output_size": 32, "blur": 0.5, "jpeg": 0.5, "noise": 0.5}
+    train(_cfg(synthetic_manifest, tmp_path / "run", epochs=1, consistency=weight, augment=aug))
+    if weight == 0:
+        assert seen == []
+        return
+    assert seen and all(a == b and len(a) == 1 and a[0] <= 8 for a, b, _, _ in seen)  # (B,) each, B <= batch_size
+    assert not all(same for _, _, same, _ in seen) and all(v >= 0 for *_, v in seen)  # the two draws differ

@@ -127,6 +127,26 @@ def pearson_loss(estimate: Tensor, y: Tensor) -> Tensor:
     return 1.0 - r
 
 
+def consistency_loss(estimate: Tensor, other: Tensor) -> Tensor:
+    """``mean |estimate - other|``: how far the estimates of two views of the same faces (two
+    draws of the training augmentation: blur, sharpening, JPEG, noise, resolution, crop) differ,
+    in label units; the term of ``TrainConfig.consistency`` (issue 39: an estimate that moves with
+    sharpness and resolution).
+
+    ``estimate``, ``other``: ``(N,)``, the expectations of the two views' distributions.
+
+    >>> round(float(consistency_loss(torch.tensor([20.0, 30.0]), torch.tensor([21.0, 28.0]))), 6)
+    1.5
+    >>> consistency_loss(torch.zeros(3), torch.zeros(2))
+    Traceback (most recent call last):
+    ...
+    ValueError: estimate (3,) and other (2,) must both have shape (N,)
+    """
+    if estimate.dim() != 1 or estimate.shape != other.shape:
+        raise ValueError(f"estimate {tuple(estimate.shape)} and other {tuple(other.shape)} must both have shape (N,)")
+    return (estimate.float() - other.float()).abs().mean()
+
+
 def dldl_loss(logits: Tensor, target: Tensor, kl_reduction: KLReduction = "reference") -> Tensor:
     """DLDL: the KL term alone. ``logits``, ``target``: ``(N, K)``."""
     return kl_divergence(logits, target, kl_reduction)

@@ -77,6 +77,7 @@ class TrainConfig:
     lam: float = 1.0
     kl_reduction: str = "reference"
     pearson: float = 0.0  # weight of the batch correlation term 1 - r(estimate, y) added to the loss (dldl.losses.pearson_loss)
+    consistency: float = 0.0  # > 0: each batch is augmented twice; weight of mean |E[p(view 1)] - E[p(view 2)]| (dldl.losses.consistency_loss)
     kl_only_epochs: int = 0  # two-stage schedule: KL alone for these epochs, then the loss above
     teachers: list[str] = field(default_factory=list)  # distillation: trained models (checkpoints or shipped names) over `labels`
     distill: float = 0.0  # share of each target from the teachers' mean predicted distribution: (1 - distill) * own + distill * theirs
@@ -282,6 +283,7 @@ def check_config(cfg: TrainConfig) -> None:
     need(0.0 <= cfg.ema_decay < 1.0, "ema_decay", cfg.ema_decay, "in [0, 1)")
     need(cfg.lam >= 0 and math.isfinite(cfg.lam), "lam", cfg.lam, "a number >= 0")
     need(cfg.pearson >= 0 and math.isfinite(cfg.pearson), "pearson", cfg.pearson, "a number >= 0")
+    need(cfg.consistency >= 0 and math.isfinite(cfg.consistency), "consistency", cfg.consistency, "a number >= 0")
     span = labels.stop - labels.start
     need(0 <= cfg.sigma <= span, "sigma", cfg.sigma, f"a number in [0, {span:g}] (the label set's span; a wider Gaussian is flat)")
     need(0.0 <= cfg.distill <= 1.0, "distill", cfg.distill, "in [0, 1]")

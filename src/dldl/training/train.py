@@ -43,7 +43,7 @@ from dldl.devices import resolve_device
 from dldl.errors import ConfigError, DldlError
 from dldl.evaluate import prediction_report
 from dldl.labels import LabelSet
-from dldl.losses import get_objective, pearson_loss
+from dldl.losses import consistency_loss, get_objective, pearson_loss
 from dldl.models.backbone_weights import backbone_weights_path, load_backbone_weights
 from dldl.models.spec import ModelSpec
 from dldl.progress import progress_bar
@@ -271,13 +271,20 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
             # from any step draws exactly what the uninterrupted run drew
             torch.manual_seed(seed_for(cfg.seed, epoch, step, proc.rank, "global"))
             x = train_transform(images, aug, generator=gen)
+            if cfg.consistency > 0:  # a second draw of the augmentation of the same faces, in the same batch
+                x = torch.cat([x, train_transform(images, aug, generator=gen)])
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y, target = data.y[idx].to(device), data.target[idx].to(device)
             with autocast:
                 output = net(x)
-            loss = objective.loss(output.float(), target, y, labels, lam=cfg.lam, kl_reduction=cfg.kl_reduction,
-                                  bounds=(data.low[idx].to(device), data.high[idx].to(device)))
+            if cfg.consistency > 0:
+                output, other = output.float().chunk(2)
+                loss = cfg.consistency * consistency_loss(objective.estimate(output, labels), objective.estimate(other, labels))
+            else:
+                loss = 0.0
+            loss = loss + objective.loss(output.float(), target, y, labels, lam=cfg.lam, kl_reduction=cfg.kl_reduction,
+                                         bounds=(data.low[idx].to(device), data.high[idx].to(device)))
             if cfg.pearson > 0 and len(idx) > 1:
                 loss = loss + cfg.pearson * pearson_loss(objective.estimate(output.float(), labels), y)
             if not torch.isfinite(loss):
