@@ -220,7 +220,8 @@ class Predictor:
         gives a result whose ``error`` names it; the others go on.
 
         While one photo is aligned and estimated, the next is read and searched for faces in a
-        second thread: the two networks run side by side, each on one core (docs/BENCHMARKS.md).
+        second thread: the two networks run side by side, each on one core (notebook §8,
+        docs/notebook/2026-12-07-photo-speed.md).
         """
         from concurrent.futures import ThreadPoolExecutor
 
