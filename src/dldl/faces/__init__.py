@@ -63,7 +63,7 @@ def aligned_crop(image: np.ndarray, face: Face, template: str | np.ndarray, size
     training cache. The one path from a photo to a model crop, for prediction and for training on
     photo datasets.
 
-    >>> face = Face((10.0, 10.0, 50.0, 50.0), 0.9, np.array([[20, 25], [40, 25], [30, 35], [22, 42], [38, 42.]]))
+    >>> face = Face((10.0, 10.0, 50.0, 50.0), np.array([[20, 25], [40, 25], [30, 35], [22, 42], [38, 42.]]), 0.9)
     >>> aligned_crop(np.zeros((64, 64, 3), np.uint8), face, "utkface", 108).shape
     (108, 108, 3)
     """
