@@ -23,15 +23,17 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dldl.data.images import IMAGE_SUFFIXES, MAX_PIXELS, WORKING_PIXELS, read_photo, square_resize, upright_rgb
 from dldl.errors import DataError, DldlError
-from dldl.faces.detect import Face
 from dldl.results import FacePrediction, PhotoResult, VideoResult, face_flags, percentile_of
 from dldl.runtime import Estimator
+
+if TYPE_CHECKING:  # the detector is imported when a photo is first predicted, not at start-up
+    from dldl.faces import Face
 
 TASKS = {"age": "mobilenet_v2-age", "beauty": "mobilenet_v2-beauty"}
 """The default model of each task: what ``dldl predict``, ``dldl serve``, ``dldl.predict`` and

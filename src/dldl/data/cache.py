@@ -16,7 +16,7 @@ A cache that cannot be written (full disk, read-only folder) is a warning: the i
 uncached.
 
 Photo datasets (``SampleList.align``) are decoded through the photo pipeline instead: each image
-is detected and its largest face aligned to the model's ``template`` (:func:`dldl.faces.aligned_crops`),
+is detected and its largest face aligned to the model's ``template`` (:func:`dldl.faces.aligned_crop`),
 so training crops match what ``dldl predict`` feeds the model. An image with no face found is
 used whole (centre square), counted in one :class:`~dldl.data.sources.DataWarning`.
 """
@@ -64,14 +64,15 @@ def _decode(args: tuple[str, int, str | None]) -> tuple[np.ndarray, bool]:
     if template is None:
         return load_face(path, size), True
     global _detector
-    from dldl.faces import aligned_crops, get_detector  # only photo sets need the detector
+    from dldl.faces import aligned_crop, get_detector  # only photo sets need the detector
 
     if _detector is None:
         _detector = get_detector()
     image = read_image(path)
-    found = aligned_crops(np.asarray(image), _detector, template, size)
-    if found:
-        return found[0][1], True
+    pixels = np.asarray(image)
+    faces = _detector.detect(pixels)
+    if faces:  # the largest face, the only one kept
+        return aligned_crop(pixels, faces[0], template, size), True
     return square_resize(image, size), False
 
 

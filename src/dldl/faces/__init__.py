@@ -74,23 +74,8 @@ def aligned_crop(image: np.ndarray, face: Face, template: str | np.ndarray, size
     return square_resize(Image.fromarray(align_face(image, face.landmarks, template, ALIGN_SIZE)), size)
 
 
-def aligned_crops(image: np.ndarray, detector: Detector, template: str | np.ndarray, size: int
-                  ) -> list[tuple[Face, np.ndarray]]:
-    """Every face ``detector`` finds in ``image`` ``(H, W, 3)`` uint8 RGB, largest first, with its
-    :func:`aligned_crop` ``(size, size, 3)``.
-
-    >>> class NoFaces:
-    ...     def detect(self, image): return []
-    >>> aligned_crops(np.zeros((8, 8, 3), np.uint8), NoFaces(), "utkface", 108)
-    []
-    """
-    check_rgb(image)
-    get_template(template)  # fail on a bad template even when there is no face
-    return [(face, aligned_crop(image, face, template, size)) for face in detector.detect(image)]
-
-
 __all__ = [
-    "ALIGN_SIZE", "aligned_crop", "aligned_crops",
+    "ALIGN_SIZE", "aligned_crop",
     "DETECTORS", "LANDMARK_NAMES", "TEMPLATES", "Detector", "DetectorUnavailable", "Face", "OnnxYuNetDetector",
     "ScaledDetector", "YuFaceDetector", "align_face",
     "alignment_matrix", "detect_and_align", "estimate_similarity", "get_detector", "get_template",

@@ -257,6 +257,8 @@ class ScaledDetector:
             scale = np.array([size[0] / w, size[1] / h])
         faces = []
         for score, box, points in zip(*self._raw(image, min_score)):
+            if score < min_score:  # yuface's _raw gives every face it found
+                continue
             pts = np.concatenate([box.reshape(2, 2), points])
             pts = (pts + 0.5) / scale - 0.5  # pixel centres
             (x0, y0), (x1, y1) = pts[:2]
@@ -278,12 +280,11 @@ class ScaledDetector:
         long_side = max(image.shape[:2])
         side, coarse = self.working_side(long_side), self.coarse_side(long_side)
         if coarse < side:
-            floor = max(0.0, self.min_score - self.DOUBT)
-            found = [f for f in self._search(image, coarse, floor) if f.score >= floor]  # _raw may give more
+            found = self._search(image, coarse, max(0.0, self.min_score - self.DOUBT))
             sure = [f for f in found if f.score >= self.min_score]
             if len(sure) == len(found) and all(f.width * coarse / long_side >= self.COARSE_FACE for f in sure):
                 return sure
-        return [f for f in self._search(image, side, self.min_score) if f.score >= self.min_score]
+        return self._search(image, side, self.min_score)
 
 
 class OnnxYuNetDetector(ScaledDetector):
@@ -338,7 +339,7 @@ class YuFaceDetector(ScaledDetector):
 
     def _raw(self, image: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Network output rows ``score%, x, y, w, h, 5 x (x, y)`` as scores, boxes, points (all of
-        them: the library's own threshold applies, and ScaledDetector filters by ``min_score``)."""
+        them: the library's own threshold applies, and ScaledDetector._search filters by ``min_score``)."""
         bgr = np.ascontiguousarray(image[:, :, ::-1])  # a strided view gave different boxes: copy
         if self._set_threads is not None:
             self._set_threads(int(self.num_threads))

@@ -279,12 +279,12 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
             with autocast:
                 output = net(x)
             if cfg.consistency > 0:
-                output, other = output.float().chunk(2)
-                loss = cfg.consistency * consistency_loss(objective.estimate(output, labels), objective.estimate(other, labels))
-            else:
-                loss = 0.0
-            loss = loss + objective.loss(output.float(), target, y, labels, lam=cfg.lam, kl_reduction=cfg.kl_reduction,
-                                         bounds=(data.low[idx].to(device), data.high[idx].to(device)))
+                output, other = output.chunk(2)
+            loss = objective.loss(output.float(), target, y, labels, lam=cfg.lam, kl_reduction=cfg.kl_reduction,
+                                  bounds=(data.low[idx].to(device), data.high[idx].to(device)))
+            if cfg.consistency > 0:
+                loss = loss + cfg.consistency * consistency_loss(objective.estimate(output.float(), labels),
+                                                                 objective.estimate(other.float(), labels))
             if cfg.pearson > 0 and len(idx) > 1:
                 loss = loss + cfg.pearson * pearson_loss(objective.estimate(output.float(), labels), y)
             if not torch.isfinite(loss):
