@@ -1,0 +1,110 @@
+"""How far the age estimate moves when only the crop moves, and a fixed low-pass at test (issue 39 item 4).
+
+    python experiments/crop_sensitivity.py jitter [--json docs/bench/crop_jitter.json]
+    python experiments/crop_sensitivity.py lowpass [--json docs/bench/lowpass_test_time.json]
+
+``jitter``: on 300 photos of All-Age-Faces val (originals) and Adience (seed 0, as benchmarks/generalization.py
+draws them), the mean absolute change of ``mobilenet_v2-age``'s estimate (flip TTA) when the same photo is
+detected at its working side instead of its coarse side (photos where the two differ), when each landmark is
+moved by N(0, 1 px), and when one view is read instead of the flip average.
+
+``lowpass``: the same model with each 108 px crop blurred (Gaussian sigma 0.6 or 1.0 px) before it, on
+All-Age-Faces val, FG-NET and Adience: the scores of benchmarks/generalization.py, and the change of the
+estimate after a sigma 1.5 blur or a 1/3 downscale of the photo (its ``--degrade``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import benchlib  # noqa: E402
+import generalization as G  # noqa: E402
+
+import dldl  # noqa: E402
+from dldl.data.datasets import load_dataset  # noqa: E402
+from dldl.data.images import read_image  # noqa: E402
+from dldl.faces import Face, aligned_crop, get_detector  # noqa: E402
+
+
+class LowPass:
+    """An estimator whose crops are blurred by ``sigma`` px before the model; everything else is ``est``'s."""
+
+    def __init__(self, est, sigma: float) -> None:
+        self.est, self.sigma = est, sigma
+
+    def __getattr__(self, name):
+        return getattr(self.est, name)
+
+    def predict_arrays(self, crops: np.ndarray, tta_flip: bool | None = None):
+        blurred = [np.asarray(Image.fromarray(c).filter(ImageFilter.GaussianBlur(self.sigma))) for c in crops]
+        return self.est.predict_arrays(np.stack(blurred), tta_flip)
+
+
+def sets(names: tuple[str, ...]):
+    """``(name, samples)`` of the held-out photo sets asked for, 300 photos each, drawn as generalization.py draws."""
+    for name, (dataset, root, split, kw) in G.photo_sets(G.DATA, benchlib.SHARED_DATA).items():
+        if name in names:
+            yield name, G.draw(load_dataset(dataset, root, split, **kw).samples, 300)
+
+
+def jitter(est, det) -> dict:
+    out = {}
+    rng = np.random.default_rng(0)
+    for name, samples in sets(("aaf val", "adience all")):
+        moved = {"redetect_480_vs_320": [], "landmarks_1px": [], "flip_view": []}
+        for s in samples:
+            image = np.asarray(read_image(s.path))
+            long_side = max(image.shape[:2])
+            coarse = det._search(image, det.coarse_side(long_side), det.min_score)
+            fine = det._search(image, det.working_side(long_side), det.min_score)
+            if not coarse or not fine:
+                continue
+            face = coarse[0]
+            nudged = Face(face.box, face.landmarks + rng.normal(0, 1.0, face.landmarks.shape), face.score)
+            crops = [aligned_crop(image, f, est.template, est.cache_size) for f in (face, fine[0], nudged)]
+            e = est.predict_arrays(np.stack(crops)).estimate
+            one_view = est.predict_arrays(crops[0][None], tta_flip=False).estimate[0]
+            if det.coarse_side(long_side) < det.working_side(long_side):
+                moved["redetect_480_vs_320"].append(abs(e[1] - e[0]))
+            moved["landmarks_1px"].append(abs(e[2] - e[0]))
+            moved["flip_view"].append(abs(one_view - e[0]))
+        out[name] = {k: (len(v), float(np.mean(v)) if v else None) for k, v in moved.items()}
+        print(name, out[name], flush=True)
+    return out
+
+
+def lowpass(est, det) -> dict:
+    models = {"base": est, **{f"lp{s}": LowPass(est, s) for s in (0.6, 1.0)}}
+    out = {}
+    for name, samples in sets(("aaf val", "fgnet all", "adience all")):
+        base = G.run_models(models, samples, det)
+        keep = ("mae", "mae_interval", "mae_person", "mae_interval_person", "bias")
+        row = {k: {"score": {m: v for m, v in G.score(r, samples).items() if m in keep}} for k, r in base.items()}
+        for how in ("blur1.5", "down3"):
+            for k, r in G.run_models(models, samples, det, how).items():
+                row[k][how] = G.shift(base[k], r)
+        out[name] = row
+        print(name, json.dumps(row), flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("part", choices=("jitter", "lowpass"))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    est, det = dldl.load("mobilenet_v2-age"), get_detector()
+    out = (jitter if args.part == "jitter" else lowpass)(est, det)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
