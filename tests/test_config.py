@@ -35,6 +35,7 @@ BAD = [
     ("lr=fast", "lr 'fast': must be a number"),
     ("pearson=-0.5", "pearson -0.5: must be a number >= 0"),
     ("consistency=-0.5", "consistency -0.5: must be a number >= 0"),
+    ("consistency_on=logits", "consistency_on 'logits': must be one of estimate, distribution"),
     ("template=celeba", "template 'celeba': must be one of"),
     ("sources=[{dataset: aaf}]", "sources[0]"),
     ("sources=[{dataset: aaf, root: x, target: teachers}]", "sources[0].target 'teachers': must be set only when teachers are given"),

@@ -300,27 +300,32 @@ def test_pearson_term_is_added_to_the_training_loss(synthetic_manifest, tmp_path
     assert 0.0 < with_term - plain < 2.0 * 2.0
 
 
-@pytest.mark.parametrize("weight", [0.0, 2.0])
-def test_consistency_compares_two_augmented_views_of_each_face(synthetic_manifest, tmp_path, monkeypatch, weight):
+@pytest.mark.parametrize("on, weight", [("estimate", 0.0), ("estimate", 2.0), ("distribution", 2.0)])
+def test_consistency_compares_two_augmented_views_of_each_face(synthetic_manifest, tmp_path, monkeypatch, on, weight):
     """consistency > 0: each batch goes through the network twice, two draws of the augmentation of
-    the same faces, and the mean |difference| of their estimates joins the loss at that weight; at 0
-    the batch goes once and the term is never computed."""
+    the same faces, and the term of ``consistency_on`` (the estimates' mean |difference|, or the
+    distributions' symmetric KL) joins the loss at that weight, the other term never; at 0 the batch
+    goes once and no term is computed."""
     import importlib
 
     train_module = importlib.import_module("dldl.training.train")  # the module; dldl.training.train is the function
-    seen = []
-    real = train_module.consistency_loss
+    seen = {"estimate": [], "distribution": []}
+    for kind, name in (("estimate", "consistency_loss"), ("distribution", "distribution_consistency_loss")):
+        real = getattr(train_module, name)
 
-    def spy(estimate, other):
-        value = real(estimate, other)
-        seen.append((tuple(estimate.shape), tuple(other.shape), bool(torch.equal(estimate, other)), float(value)))
-        return value
+        def spy(a, b, real=real, kind=kind):
+            value = real(a, b)
+            seen[kind].append((tuple(a.shape), tuple(b.shape), bool(torch.equal(a, b)), float(value)))
+            return value
 
-    monkeypatch.setattr(train_module, "consistency_loss", spy)
+        monkeypatch.setattr(train_module, name, spy)
     aug = {"output_size": 32, "blur": 0.5, "jpeg": 0.5, "noise": 0.5}
-    train(_cfg(synthetic_manifest, tmp_path / "run", epochs=1, consistency=weight, augment=aug))
+    train(_cfg(synthetic_manifest, tmp_path / "run", epochs=1, consistency=weight, consistency_on=on, augment=aug))
     if weight == 0:
-        assert seen == []
+        assert seen == {"estimate": [], "distribution": []}
         return
-    assert seen and all(a == b and len(a) == 1 and a[0] <= 8 for a, b, _, _ in seen)  # (B,) each, B <= batch_size
-    assert not all(same for _, _, same, _ in seen) and all(v >= 0 for *_, v in seen)  # the two draws differ
+    calls, other = seen[on], seen["distribution" if on == "estimate" else "estimate"]
+    assert other == []
+    dims = 1 if on == "estimate" else 2  # (B,) estimates or (B, K) logits, B <= batch_size
+    assert calls and all(a == b and len(a) == dims and a[0] <= 8 for a, b, _, _ in calls)
+    assert not all(same for _, _, same, _ in calls) and all(v >= 0 for *_, v in calls)  # the two draws differ

@@ -147,6 +147,30 @@ def consistency_loss(estimate: Tensor, other: Tensor) -> Tensor:
     return (estimate.float() - other.float()).abs().mean()
 
 
+def distribution_consistency_loss(logits: Tensor, other: Tensor) -> Tensor:
+    """``(KL(sg(q) || p) + KL(sg(p) || q)) / 2``, batch mean, where ``p`` and ``q`` are the softmax of
+    two views of the same faces and ``sg`` stops the gradient: each view's distribution is pulled
+    toward the other's, whole, not only its expectation; the term of ``TrainConfig.consistency``
+    with ``consistency_on: distribution`` (issue 39 item 4).
+
+    ``logits``, ``other``: ``(N, K)``, the raw scores of the two views.
+
+    >>> float(distribution_consistency_loss(torch.zeros(2, 3), torch.zeros(2, 3)))
+    0.0
+    >>> round(float(distribution_consistency_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 1.0]]))), 4)
+    0.1155
+    >>> distribution_consistency_loss(torch.zeros(2, 3), torch.zeros(2, 4))
+    Traceback (most recent call last):
+    ...
+    ValueError: logits (2, 3) and other (2, 4) must both have shape (N, K)
+    """
+    if logits.dim() != 2 or logits.shape != other.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and other {tuple(other.shape)} must both have shape (N, K)")
+    p = torch.softmax(logits.float(), dim=1).detach()
+    q = torch.softmax(other.float(), dim=1).detach()
+    return (kl_divergence(logits, q, "batchmean") + kl_divergence(other, p, "batchmean")) / 2
+
+
 def dldl_loss(logits: Tensor, target: Tensor, kl_reduction: KLReduction = "reference") -> Tensor:
     """DLDL: the KL term alone. ``logits``, ``target``: ``(N, K)``."""
     return kl_divergence(logits, target, kl_reduction)

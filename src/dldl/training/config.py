@@ -35,6 +35,9 @@ truth lies inside, on the source's own scale, in every split (a range drawn more
 :func:`dldl.data.samples.within`)."""
 """The keys of one entry of ``TrainConfig.sources``; all but dataset and root default to its registry entry."""
 
+CONSISTENCY_ON = ("estimate", "distribution")
+"""What the two views of ``TrainConfig.consistency`` must agree on (``TrainConfig.consistency_on``)."""
+
 TEACHER_TARGET = "teachers"
 """The target kind of a source labelled by the run's ``teachers`` alone (knowledge distillation on faces without
 labels of the task, e.g. FairFace's photos for a beauty model): its own labels are ignored, each face's target is
@@ -78,6 +81,7 @@ class TrainConfig:
     kl_reduction: str = "reference"
     pearson: float = 0.0  # weight of the batch correlation term 1 - r(estimate, y) added to the loss (dldl.losses.pearson_loss)
     consistency: float = 0.0  # > 0: each batch is augmented twice; weight of mean |E[p(view 1)] - E[p(view 2)]| (dldl.losses.consistency_loss)
+    consistency_on: str = "estimate"  # what the two views must agree on: estimate (mean |difference| in label units, consistency_loss) | distribution (symmetric KL, each toward the other held fixed, distribution_consistency_loss)
     kl_only_epochs: int = 0  # two-stage schedule: KL alone for these epochs, then the loss above
     teachers: list[str] = field(default_factory=list)  # distillation: trained models (checkpoints or shipped names) over `labels`
     distill: float = 0.0  # share of each target from the teachers' mean predicted distribution: (1 - distill) * own + distill * theirs
@@ -284,6 +288,7 @@ def check_config(cfg: TrainConfig) -> None:
     need(cfg.lam >= 0 and math.isfinite(cfg.lam), "lam", cfg.lam, "a number >= 0")
     need(cfg.pearson >= 0 and math.isfinite(cfg.pearson), "pearson", cfg.pearson, "a number >= 0")
     need(cfg.consistency >= 0 and math.isfinite(cfg.consistency), "consistency", cfg.consistency, "a number >= 0")
+    need(cfg.consistency_on in CONSISTENCY_ON, "consistency_on", cfg.consistency_on, f"one of {', '.join(CONSISTENCY_ON)}")
     span = labels.stop - labels.start
     need(0 <= cfg.sigma <= span, "sigma", cfg.sigma, f"a number in [0, {span:g}] (the label set's span; a wider Gaussian is flat)")
     need(0.0 <= cfg.distill <= 1.0, "distill", cfg.distill, "in [0, 1]")

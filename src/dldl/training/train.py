@@ -43,7 +43,7 @@ from dldl.devices import resolve_device
 from dldl.errors import ConfigError, DldlError
 from dldl.evaluate import prediction_report
 from dldl.labels import LabelSet
-from dldl.losses import consistency_loss, get_objective, pearson_loss
+from dldl.losses import consistency_loss, distribution_consistency_loss, get_objective, pearson_loss
 from dldl.models.backbone_weights import backbone_weights_path, load_backbone_weights
 from dldl.models.spec import ModelSpec
 from dldl.progress import progress_bar
@@ -282,7 +282,9 @@ def _train(cfg: TrainConfig, proc: Process, out: Path) -> dict[str, Any]:
                 output, other = output.chunk(2)
             loss = objective.loss(output.float(), target, y, labels, lam=cfg.lam, kl_reduction=cfg.kl_reduction,
                                   bounds=(data.low[idx].to(device), data.high[idx].to(device)))
-            if cfg.consistency > 0:
+            if cfg.consistency > 0 and cfg.consistency_on == "distribution":
+                loss = loss + cfg.consistency * distribution_consistency_loss(output, other)
+            elif cfg.consistency > 0:
                 loss = loss + cfg.consistency * consistency_loss(objective.estimate(output.float(), labels),
                                                                  objective.estimate(other.float(), labels))
             if cfg.pearson > 0 and len(idx) > 1:
