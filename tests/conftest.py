@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +99,47 @@ def json_rows(results: list[dict]) -> dict[tuple[str, int | None], dict]:
                 row["error"] = "no face found"
             rows[(row["path"], row["face"])] = row
     return rows
+
+
+def dldl_cli(*args, check: bool = False, fresh_process: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``dldl ARGS`` as text: its exit status, stdout and stderr (``check``: assert it exited 0).
+
+    By default it runs in this process through ``dldl.cli.run``, the console script's entry point,
+    with ``sys.argv``, stdout and stderr swapped and warnings shown as a fresh process shows them, and
+    an exception that escapes printed as Python prints it, exit status 1: the same answer without a
+    second of interpreter and torch start-up per call. ``fresh_process=True`` runs ``python -m
+    dldl.cli`` instead, for what only a process shows (start-up, the console's width from
+    ``COLUMNS`` in ``env``, non-UTF-8 names passed as bytes, as a shell passes them).
+    """
+    if fresh_process or env is not None:
+        done = subprocess.run([sys.executable, "-m", "dldl.cli", *map(os.fsencode, args)], capture_output=True,
+                              timeout=300, env=None if env is None else {**os.environ, **env})
+        done = subprocess.CompletedProcess(done.args, done.returncode, *(os.fsdecode(b) for b in (done.stdout, done.stderr)))
+    else:
+        from dldl import cli
+
+        out, err = io.StringIO(), io.StringIO()
+        argv, formatwarning, debug = sys.argv, warnings.formatwarning, cli.state["debug"]
+        sys.argv = ["dldl", *map(str, args)]
+        code = 0
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+                warnings.resetwarnings()  # a fresh process: the interpreter's default filters, warnings printed to stderr
+                for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                    warnings.simplefilter("ignore", category)
+                warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+                warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+                    warnings.formatwarning(message, category, filename, lineno, line))
+                try:
+                    cli.run()
+                except SystemExit as e:
+                    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                except Exception:  # noqa: BLE001 - what the interpreter does with an exception that escapes
+                    traceback.print_exc(file=sys.stderr)
+                    code = 1
+        finally:
+            sys.argv, warnings.formatwarning, cli.state["debug"] = argv, formatwarning, debug
+        done = subprocess.CompletedProcess(["dldl", *map(str, args)], code, out.getvalue(), err.getvalue())
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done

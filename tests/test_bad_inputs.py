@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 import dldl
+from conftest import dldl_cli as run_dldl
 from dldl.data.cache import load_cached
 from dldl.data.datasets import load_dataset
 from dldl.data.images import load_face, read_image
@@ -175,11 +176,9 @@ def _path(inputs, case: Case) -> Path:
 def dldl_cli(*args: str | Path) -> subprocess.CompletedProcess:
     """``dldl ARGS`` in a fresh process; non-UTF-8 file names go through as bytes, as a shell passes them.
     The table is 250 columns wide, so no file name is wrapped."""
-    done = subprocess.run([sys.executable, "-m", "dldl.cli", *map(os.fsencode, args)], capture_output=True, timeout=300,
-                          env={**os.environ, "COLUMNS": "250"})
-    out, err = (os.fsdecode(b) for b in (done.stdout, done.stderr))
-    assert "Traceback" not in out + err, err
-    return subprocess.CompletedProcess(done.args, done.returncode, out, err)
+    done = run_dldl(*args, env={"COLUMNS": "250"})
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done
 
 
 def _rows(done: subprocess.CompletedProcess, inputs) -> dict[str, dict]:

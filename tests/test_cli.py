@@ -1,18 +1,11 @@
 """The ``dldl`` command as a user runs it: output formats and one-line errors (exit 2, no traceback)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def dldl(*args, check=False):
-    done = subprocess.run([sys.executable, "-m", "dldl.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
+from conftest import dldl_cli as dldl
 
 
 def assert_one_line_error(done, *fragments):
@@ -25,7 +18,7 @@ def assert_one_line_error(done, *fragments):
 
 
 def test_help_lists_commands():
-    out = dldl("--help", check=True).stdout
+    out = dldl("--help", check=True, fresh_process=True).stdout  # python -m dldl.cli, as a process
     for cmd in ("train", "eval", "predict", "info"):
         assert cmd in out
 
@@ -76,7 +69,7 @@ def test_label_outside_label_set_is_one_line(synthetic_manifest):
 def test_damaged_model_file_is_one_line(tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"PK\x03\x04 nope")
-    assert_one_line_error(dldl("predict", "--model", bad), "model.pt", "corrupted")
+    assert_one_line_error(dldl("predict", "--model", bad, fresh_process=True), "model.pt", "corrupted")  # in a process too
 
 
 def test_unknown_config_field_is_one_line():

@@ -4,14 +4,14 @@ annotated clip. The clips are made here with PyAV."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from conftest import dldl_cli
 
 av = pytest.importorskip("av", reason="PyAV (video input) is not installed")
 
@@ -83,10 +83,6 @@ def test_tracks_follow_overlapping_boxes_and_end_after_a_gap():
     tracks = track_faces(iter(frames), BoxesDetector(per_frame), max_gap=2)
     assert [(t.id, t.frames) for t in tracks] == [(1, [0, 1, 2, 5]), (2, [0, 1]), (3, [9])]
     assert box_iou(a, (1, 0, 11, 10)) > 0.3
-
-
-def dldl_cli(*args):
-    return subprocess.run([sys.executable, "-m", "dldl.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def test_dldl_predict_on_a_clip_gives_one_line_per_track_and_an_annotated_video(tmp_path):
