@@ -59,11 +59,11 @@ def test_resume_after_kill_reaches_the_same_weights(synthetic_manifest, tmp_path
     args = ["--dataset", "csv", "--root", str(synthetic_manifest), "--model", family, "--input-size", "32",
             "--epochs", "3", "--batch-size", "8", "--seed", "3", "--set", "train_split=null", "--set", "test_split=null",
             "--set", "save_every=1", "--set", "progress=false", "--set", f"cache_dir={tmp_path / 'cache'}",
-            "--set", "workers=1"]
+            "--set", "workers=1", "--set", "threads=1"]
     dldl = [sys.executable, "-m", "dldl.cli"]
-    full = tmp_path / "full"
-    subprocess.run(dldl + ["train", *args, "--out", str(full)], check=True, capture_output=True)
-    cut = tmp_path / "cut"
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    # the uninterrupted run and the one to kill run side by side, one thread each
+    straight_run = subprocess.Popen(dldl + ["train", *args, "--out", str(full)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     proc = subprocess.Popen(dldl + ["train", *args, "--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill -9 once a mid-training checkpoint exists
@@ -74,6 +74,7 @@ def test_resume_after_kill_reaches_the_same_weights(synthetic_manifest, tmp_path
                 break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert straight_run.wait(timeout=300) == 0, straight_run.stderr.read().decode()[-2000:]
     ck = load_checkpoint(cut / "last.pt")
     assert (ck["epoch"], ck["step"]) < (3, 0), "the run finished before it could be killed"
     # what a kill can leave: a partial checkpoint of the dead process, a log row written after the last save
