@@ -2,6 +2,7 @@
 
     python experiments/crop_sensitivity.py jitter [--json docs/bench/crop_jitter.json]
     python experiments/crop_sensitivity.py lowpass [--json docs/bench/lowpass_test_time.json]
+    python experiments/crop_sensitivity.py views [--json docs/bench/crop_views.json]
 
 ``jitter``: on 300 photos of All-Age-Faces val (originals) and Adience (seed 0, as benchmarks/generalization.py
 draws them), the mean absolute change of ``mobilenet_v2-age``'s estimate (flip TTA) when the same photo is
@@ -11,6 +12,12 @@ moved by N(0, 1 px), and when one view is read instead of the flip average.
 ``lowpass``: the same model with each 108 px crop blurred (Gaussian sigma 0.6 or 1.0 px) before it, on
 All-Age-Faces val, FG-NET and Adience: the scores of benchmarks/generalization.py, and the change of the
 estimate after a sigma 1.5 blur or a 1/3 downscale of the photo (its ``--degrade``).
+
+``views``: test-time views at other crop scales. The model reads the centre 0.9 of the 108 px crop (``EVAL_CROP``)
+and its mirror image; ``Views`` averages the distributions of the centre ``f`` of the crop, each with its mirror,
+for several ``f`` (1.0: the whole crop, zoomed out; 0.8: zoomed in). On All-Age-Faces val, FG-NET, Adience and
+IMDB-WIKI: the scores, the held-out mean of benchmarks/generalization.py (its decision error per set) and the
+change of the estimate under ``--degrade``'s blur and downscale.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import generalization as G  # noqa: E402
 import dldl  # noqa: E402
 from dldl.data.datasets import load_dataset  # noqa: E402
 from dldl.data.images import read_image  # noqa: E402
+from dldl.data.preprocess import EVAL_CROP, MEAN, STD, eval_transform  # noqa: E402
 from dldl.faces import Face, aligned_crop, get_detector  # noqa: E402
 
 
@@ -45,6 +53,38 @@ class LowPass:
     def predict_arrays(self, crops: np.ndarray, tta_flip: bool | None = None):
         blurred = [np.asarray(Image.fromarray(c).filter(ImageFilter.GaussianBlur(self.sigma))) for c in crops]
         return self.est.predict_arrays(np.stack(blurred), tta_flip)
+
+
+class Views:
+    """An estimator that averages the distributions of the centre ``f`` of each crop, for each ``f`` of
+    ``fractions``, and of their mirror images; everything else is ``est``'s. ``(EVAL_CROP,)`` is ``est`` itself."""
+
+    def __init__(self, est, fractions: tuple[float, ...]) -> None:
+        self.est, self.fractions = est, fractions
+
+    def __getattr__(self, name):
+        return getattr(self.est, name)
+
+    def view(self, crops: np.ndarray, f: float) -> np.ndarray:
+        """``(N, 3, s, s)`` network input of the centre ``f`` of each ``(N, S, S, 3)`` crop, resized bilinearly."""
+        if f == EVAL_CROP:
+            return eval_transform(crops, self.est.input_size)
+        side, s = crops.shape[1], self.est.input_size
+        a = (1 - f) * side / 2
+        x = np.stack([np.asarray(Image.fromarray(c).resize((s, s), Image.BILINEAR, box=(a, a, side - a, side - a))) for c in crops])
+        x = (x.astype(np.float32) / 255 - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def predict_arrays(self, crops: np.ndarray, tta_flip: bool | None = None):
+        from dldl.runtime import Prediction
+
+        dists = []
+        for f in self.fractions:
+            x = self.view(crops, f)
+            for flipped in (x, np.ascontiguousarray(x[..., ::-1])):
+                dists.append(self.est._network(flipped)[1])
+        dist = np.mean(dists, 0)
+        return Prediction(dist @ self.est.labels.values(), dist, self.est.labels)
 
 
 def sets(names: tuple[str, ...]):
@@ -95,13 +135,32 @@ def lowpass(est, det) -> dict:
     return out
 
 
+def views(est, det) -> dict:
+    models = {"flip (shipped)": est, "0.9 + 1.0": Views(est, (0.9, 1.0)), "0.8 + 0.9 + 1.0": Views(est, (0.8, 0.9, 1.0)),
+              "1.0": Views(est, (1.0,)), "0.8": Views(est, (0.8,))}
+    out: dict = {k: {"sets": {}} for k in models}
+    for name, samples in sets(("aaf val", "fgnet all", "adience all", "imdbwiki3 all")):
+        base = G.run_models(models, samples, det)
+        for k, r in base.items():
+            out[k]["sets"][name] = {m: v for m, v in G.score(r, samples).items() if m != "bands"}
+        if name in ("aaf val", "adience all"):
+            for how in ("blur1.5", "down3"):
+                for k, r in G.run_models(models, samples, det, how).items():
+                    out[k]["sets"][name][how] = G.shift(base[k], r)
+        print(name, {k: G.decision_error(v["sets"][name]) for k, v in out.items()}, flush=True)
+    for k, v in out.items():
+        v["held_out_mean"] = G.held_out_mean(v["sets"], ["utkface", "aaf", "fairface"])
+        print(k, "held-out mean", v["held_out_mean"], flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=("jitter", "lowpass"))
+    ap.add_argument("part", choices=("jitter", "lowpass", "views"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     est, det = dldl.load("mobilenet_v2-age"), get_detector()
-    out = (jitter if args.part == "jitter" else lowpass)(est, det)
+    out = {"jitter": jitter, "lowpass": lowpass, "views": views}[args.part](est, det)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
 
