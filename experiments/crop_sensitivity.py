@@ -2,7 +2,7 @@
 
     python experiments/crop_sensitivity.py jitter [--json docs/bench/crop_jitter.json]
     python experiments/crop_sensitivity.py lowpass [--json docs/bench/lowpass_test_time.json]
-    python experiments/crop_sensitivity.py views [--json docs/bench/crop_views.json]
+    python experiments/crop_sensitivity.py views [--set four|two] [--json docs/bench/crop_views.json]
 
 ``jitter``: on 300 photos of All-Age-Faces val (originals) and Adience (seed 0, as benchmarks/generalization.py
 draws them), the mean absolute change of ``mobilenet_v2-age``'s estimate (flip TTA) when the same photo is
@@ -56,11 +56,13 @@ class LowPass:
 
 
 class Views:
-    """An estimator that averages the distributions of the centre ``f`` of each crop, for each ``f`` of
-    ``fractions``, and of their mirror images; everything else is ``est``'s. ``(EVAL_CROP,)`` is ``est`` itself."""
+    """An estimator that averages the distributions of its ``views``: ``(f, mirrored)`` pairs, the centre ``f``
+    of each crop, mirrored or not; a bare ``f`` stands for both. ``(EVAL_CROP,)`` is ``est`` itself; everything
+    else is ``est``'s."""
 
-    def __init__(self, est, fractions: tuple[float, ...]) -> None:
-        self.est, self.fractions = est, fractions
+    def __init__(self, est, views: tuple) -> None:
+        self.est = est
+        self.views = [v for f in views for v in ([f] if isinstance(f, tuple) else [(f, False), (f, True)])]
 
     def __getattr__(self, name):
         return getattr(self.est, name)
@@ -79,10 +81,9 @@ class Views:
         from dldl.runtime import Prediction
 
         dists = []
-        for f in self.fractions:
+        for f, mirrored in self.views:
             x = self.view(crops, f)
-            for flipped in (x, np.ascontiguousarray(x[..., ::-1])):
-                dists.append(self.est._network(flipped)[1])
+            dists.append(self.est._network(np.ascontiguousarray(x[..., ::-1]) if mirrored else x)[1])
         dist = np.mean(dists, 0)
         return Prediction(dist @ self.est.labels.values(), dist, self.est.labels)
 
@@ -135,9 +136,16 @@ def lowpass(est, det) -> dict:
     return out
 
 
-def views(est, det) -> dict:
-    models = {"flip (shipped)": est, "0.9 + 1.0": Views(est, (0.9, 1.0)), "0.8 + 0.9 + 1.0": Views(est, (0.8, 0.9, 1.0)),
-              "1.0": Views(est, (1.0,)), "0.8": Views(est, (0.8,))}
+VIEWS = {
+    "four": {"0.9 + 1.0": (0.9, 1.0), "0.8 + 0.9 + 1.0": (0.8, 0.9, 1.0), "1.0": (1.0,), "0.8": (0.8,)},
+    "two": {"0.9, 1.0 mirrored": ((0.9, False), (1.0, True)), "0.85, 0.95 mirrored": ((0.85, False), (0.95, True))},
+}
+"""``views --set``: the views compared with the shipped flip average. ``four``: scales each read with its mirror
+(4-6 network runs a face); ``two``: two runs a face, as many as today, a second scale in place of the mirror's."""
+
+
+def views(est, det, which: str = "four") -> dict:
+    models = {"flip (shipped)": est, **{k: Views(est, v) for k, v in VIEWS[which].items()}}
     out: dict = {k: {"sets": {}} for k in models}
     for name, samples in sets(("aaf val", "fgnet all", "adience all", "imdbwiki3 all")):
         base = G.run_models(models, samples, det)
@@ -157,10 +165,11 @@ def views(est, det) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=("jitter", "lowpass", "views"))
+    ap.add_argument("--set", default="four", choices=sorted(VIEWS), help="views: which views (VIEWS)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     est, det = dldl.load("mobilenet_v2-age"), get_detector()
-    out = {"jitter": jitter, "lowpass": lowpass, "views": views}[args.part](est, det)
+    out = views(est, det, args.set) if args.part == "views" else {"jitter": jitter, "lowpass": lowpass}[args.part](est, det)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
 

@@ -122,3 +122,23 @@ def test_loso_refuses_a_missing_source_a_bad_config_and_writing_over_its_config(
         r = _script("loso.py", *args)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert config.read_bytes() == before
+
+
+def test_crop_views_average_the_views_they_name(tiny_run):
+    """experiments/crop_sensitivity.py's ``Views``: the shipped read-out's own scale (``EVAL_CROP``) with its mirror is
+    the estimator's flip average; one unmirrored view is its single view; a mirrored view of a mirrored crop is the
+    plain view of the crop; another scale gives another estimate."""
+    import numpy as np
+
+    from dldl.data.preprocess import EVAL_CROP
+    from dldl.runtime import Estimator
+
+    views = _load_script("crop_sensitivity.py").Views
+    est = Estimator.from_checkpoint(tiny_run / "run" / "best.pt")
+    crops = np.random.default_rng(0).integers(0, 256, (3, est.cache_size, est.cache_size, 3), dtype=np.uint8)
+    np.testing.assert_allclose(views(est, (EVAL_CROP,)).predict_arrays(crops).estimate, est.predict_arrays(crops, tta_flip=True).estimate, rtol=1e-5)
+    plain = views(est, ((EVAL_CROP, False),)).predict_arrays(crops)
+    np.testing.assert_allclose(plain.estimate, est.predict_arrays(crops, tta_flip=False).estimate, rtol=1e-5)
+    np.testing.assert_allclose(views(est, ((0.8, True),)).predict_arrays(crops[:, :, ::-1].copy()).estimate,
+                               views(est, ((0.8, False),)).predict_arrays(crops).estimate, rtol=1e-4)
+    assert not np.allclose(views(est, ((0.8, False),)).predict_arrays(crops).estimate, plain.estimate)
