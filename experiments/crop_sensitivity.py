@@ -88,11 +88,11 @@ class Views:
         return Prediction(dist @ self.est.labels.values(), dist, self.est.labels)
 
 
-def sets(names: tuple[str, ...]):
-    """``(name, samples)`` of the held-out photo sets asked for, 300 photos each, drawn as generalization.py draws."""
+def sets(names: tuple[str, ...], per_set: int = 300):
+    """``(name, samples)`` of the photo sets asked for, ``per_set`` photos each (0: all), drawn as generalization.py draws."""
     for name, (dataset, root, split, kw) in G.photo_sets(G.DATA, benchlib.SHARED_DATA).items():
         if name in names:
-            yield name, G.draw(load_dataset(dataset, root, split, **kw).samples, 300)
+            yield name, G.draw(load_dataset(dataset, root, split, **kw).samples, per_set)
 
 
 def jitter(est, det) -> dict:
@@ -142,22 +142,25 @@ VIEWS = {
 }
 """``views --set``: the views compared with the shipped flip average. ``four``: scales each read with its mirror
 (4-6 network runs a face); ``two``: two runs a face, as many as today, a second scale in place of the mirror's."""
+VIEW_SETS = ("aaf val", "fgnet all", "adience all", "imdbwiki3 all")
+"""The sets of ``views``: All-Age-Faces val (trained on) and the three sources no dldl model trains on."""
 
 
-def views(est, det, which: str = "four") -> dict:
+def views(est, det, which: str = "four", seen: list[str] | None = None, names: tuple[str, ...] = VIEW_SETS,
+          per_set: int = 300, degrade: tuple[str, ...] = ("aaf val", "adience all")) -> dict:
     models = {"flip (shipped)": est, **{k: Views(est, v) for k, v in VIEWS[which].items()}}
     out: dict = {k: {"sets": {}} for k in models}
-    for name, samples in sets(("aaf val", "fgnet all", "adience all", "imdbwiki3 all")):
+    for name, samples in sets(names, per_set):
         base = G.run_models(models, samples, det)
         for k, r in base.items():
             out[k]["sets"][name] = {m: v for m, v in G.score(r, samples).items() if m != "bands"}
-        if name in ("aaf val", "adience all"):
+        if name in degrade:
             for how in ("blur1.5", "down3"):
                 for k, r in G.run_models(models, samples, det, how).items():
                     out[k]["sets"][name][how] = G.shift(base[k], r)
         print(name, {k: G.decision_error(v["sets"][name]) for k, v in out.items()}, flush=True)
     for k, v in out.items():
-        v["held_out_mean"] = G.held_out_mean(v["sets"], ["utkface", "aaf", "fairface"])
+        v["held_out_mean"] = G.held_out_mean(v["sets"], seen)
         print(k, "held-out mean", v["held_out_mean"], flush=True)
     return out
 
@@ -166,10 +169,17 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=("jitter", "lowpass", "views"))
     ap.add_argument("--set", default="four", choices=sorted(VIEWS), help="views: which views (VIEWS)")
+    ap.add_argument("--model", default="mobilenet_v2-age", help="views: a shipped name or a checkpoint")
+    ap.add_argument("--sets", nargs="+", default=list(VIEW_SETS), help="views: the photo sets (generalization.py's names)")
+    ap.add_argument("--per-set", type=int, default=300, help="views: photos a set (0: all)")
+    ap.add_argument("--degrade-sets", nargs="*", default=["aaf val", "adience all"], help="views: sets also run blurred and downscaled")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    est, det = dldl.load("mobilenet_v2-age"), get_detector()
-    out = views(est, det, args.set) if args.part == "views" else {"jitter": jitter, "lowpass": lowpass}[args.part](est, det)
+    est, det = dldl.load(args.model), get_detector()
+    if args.part == "views":
+        out = views(est, det, args.set, G.model_sources(args.model)["seen"], tuple(args.sets), args.per_set, tuple(args.degrade_sets))
+    else:
+        out = {"jitter": jitter, "lowpass": lowpass}[args.part](est, det)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
 
