@@ -145,8 +145,8 @@ def test_pearson_loss_is_one_minus_r_and_blind_to_scale_and_shift(ys, a, b, seed
     e = torch.randn(len(ys), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     loss = float(pearson_loss(e, y))
     assert 0.0 - 1e-6 <= loss <= 2.0 + 1e-6
-    assert math.isclose(float(pearson_loss(a * e + b, y)), loss, abs_tol=1e-5)
-    if float(y.std()) > 1e-3:
+    if float(y.std()) > 1e-3:  # r is defined; for targets all but equal (spread 1e-16) the clamped denominator decides
+        assert math.isclose(float(pearson_loss(a * e + b, y)), loss, abs_tol=1e-5)
         r = float(torch.corrcoef(torch.stack([e, y]))[0, 1])
         assert math.isclose(loss, 1 - r, abs_tol=1e-5)
 
