@@ -23,6 +23,16 @@ def test_help_lists_commands():
         assert cmd in out
 
 
+def test_the_in_process_runner_answers_as_a_process(tiny_run, tmp_path):
+    """conftest's dldl_cli runs the command in this process by default; for a result and for an error
+    it gives what ``python -m dldl.cli`` gives: the exit status, stdout and stderr."""
+    model = tiny_run / "run" / "best.pt"
+    for args in (("predict", *_crops(tiny_run), "--crops", "--model", model, "--json"),
+                 ("predict", tmp_path / "nope.jpg", "--crops", "--model", model)):
+        here, there = dldl(*args), dldl(*args, fresh_process=True)
+        assert (here.returncode, here.stdout, here.stderr) == (there.returncode, there.stdout, there.stderr)
+
+
 def test_info_shows_parameter_counts():
     out = dldl("info", check=True).stdout
     assert "3,708,229" in out and "934,869" in out
