@@ -56,6 +56,8 @@ BOUNDS = [  # each was accepted (and ran, or failed later with a traceback) befo
     (dict(epochs="1e18"), "epochs 1000000000000000000: must be at most 10,000"),
     (dict(input_size=4096), "input_size 4096: must be at most 1024"),  # refused only after the data was decoded (exit 3)
     (dict(sources=[{"dataset": "csv", "root": "x.csv", "sigma": 1e308}]), "sources[0].sigma 1e+308: must be a number in [0, 100]"),
+    (dict(consistency=1.0, consistency_on="distribution", loss="ranking"),  # a softmax of the ranking outputs: a meaningless term
+     "consistency_on 'distribution': must be estimate with loss 'ranking' (distribution needs a softmax over the labels: dldl_v2, dldl, softmax, expectation_l1)"),
 ]
 
 
