@@ -112,8 +112,6 @@ def test_text_values_are_typed_by_annotation():
 
 
 def test_user_errors_are_config_errors_but_a_bug_is_not_hidden(tmp_path, monkeypatch, capsys):
-    import dldl.cli as cli
-
     def boom(*a, **k):
         raise ValueError("an internal shape mismatch")
 
@@ -132,9 +130,8 @@ def test_spec_round_trips_through_pt_onnx_and_card(tmp_path):
     pytest.importorskip("onnxruntime")
     from dldl.checkpoint import save_checkpoint
     from dldl.export import export
-    from dldl.runtime import load_exported
-    from dldl.runtime import Estimator
     from dldl.hub import install, load
+    from dldl.runtime import Estimator, load_exported
 
     spec = ModelSpec("tiny_age_net", LabelSet(0, 80, 1), "dldl_v2", 64, "age", "utkface", {"hybrid_pool": False},
                      label_range=(2.0, 80.0))
