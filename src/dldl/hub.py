@@ -328,7 +328,7 @@ def combine(models: list[str | os.PathLike]) -> dict[str, Any]:
         spec = ModelSpec.from_payload(ck, weights.path)
         if spec.architecture == "ensemble":
             raise DldlError(f"{m}: is an ensemble already; give its members instead")
-        if get_objective(spec.objective).distribution is not get_objective("dldl_v2").distribution:
+        if not get_objective(spec.objective).softmax_over_labels:
             raise DldlError(f"{m}: objective {spec.objective!r} has no softmax distribution to average")
         specs.append(spec)
         states.append(model_weights(ck))

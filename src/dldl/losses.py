@@ -288,6 +288,16 @@ class Objective:
     distribution: Callable[[Tensor], Tensor] | None
     estimate: Callable[[Tensor, LabelSet], Tensor]
 
+    @property
+    def softmax_over_labels(self) -> bool:
+        """Whether the head's ``(N, K)`` output is logits whose softmax is the label distribution (so
+        distributions can be averaged, distilled or compared as such; a ranking head's is not).
+
+        >>> OBJECTIVES["dldl_v2"].softmax_over_labels, OBJECTIVES["ranking"].softmax_over_labels, OBJECTIVES["l1"].softmax_over_labels
+        (True, False, False)
+        """
+        return self.distribution is _softmax
+
 
 def _softmax(output: Tensor) -> Tensor:
     return torch.softmax(output.float(), dim=1)

@@ -289,7 +289,7 @@ def check_config(cfg: TrainConfig) -> None:
     need(cfg.pearson >= 0 and math.isfinite(cfg.pearson), "pearson", cfg.pearson, "a number >= 0")
     need(cfg.consistency >= 0 and math.isfinite(cfg.consistency), "consistency", cfg.consistency, "a number >= 0")
     need(cfg.consistency_on in CONSISTENCY_ON, "consistency_on", cfg.consistency_on, f"one of {', '.join(CONSISTENCY_ON)}")
-    softmax = [name for name, o in OBJECTIVES.items() if o.distribution is OBJECTIVES["dldl_v2"].distribution]
+    softmax = [name for name, o in OBJECTIVES.items() if o.softmax_over_labels]
     need(cfg.consistency_on != "distribution" or cfg.loss not in OBJECTIVES or cfg.loss in softmax, "consistency_on",
          cfg.consistency_on, f"estimate with loss {cfg.loss!r} (distribution needs a softmax over the labels: {', '.join(softmax)})")
     span = labels.stop - labels.start
