@@ -37,7 +37,7 @@ import generalization as G  # noqa: E402
 import dldl  # noqa: E402
 from dldl.data.datasets import load_dataset  # noqa: E402
 from dldl.data.images import read_image  # noqa: E402
-from dldl.data.preprocess import EVAL_CROP, MEAN, STD, eval_transform  # noqa: E402
+from dldl.data.preprocess import eval_transform  # noqa: E402
 from dldl.faces import Face, aligned_crop, get_detector  # noqa: E402
 
 
@@ -68,14 +68,8 @@ class Views:
         return getattr(self.est, name)
 
     def view(self, crops: np.ndarray, f: float) -> np.ndarray:
-        """``(N, 3, s, s)`` network input of the centre ``f`` of each ``(N, S, S, 3)`` crop, resized bilinearly."""
-        if f == EVAL_CROP:
-            return eval_transform(crops, self.est.input_size)
-        side, s = crops.shape[1], self.est.input_size
-        a = (1 - f) * side / 2
-        x = np.stack([np.asarray(Image.fromarray(c).resize((s, s), Image.BILINEAR, box=(a, a, side - a, side - a))) for c in crops])
-        x = (x.astype(np.float32) / 255 - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        """``(N, 3, s, s)`` network input of the centre ``f`` of each ``(N, S, S, 3)`` crop (the eval transform at ``crop=f``)."""
+        return eval_transform(crops, self.est.input_size, crop=f)
 
     def predict_arrays(self, crops: np.ndarray, tta_flip: bool | None = None):
         from dldl.runtime import Prediction

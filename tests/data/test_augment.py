@@ -22,9 +22,9 @@ from dldl.data.augment import (
 from dldl.data.preprocess import EVAL_CROP, MEAN, STD
 
 
-def eval_transform(x: torch.Tensor, out: int, flip: bool = False) -> torch.Tensor:
+def eval_transform(x: torch.Tensor, out: int, flip: bool = False, crop: float = EVAL_CROP) -> torch.Tensor:
     """The numpy eval transform on ``(N, 3, S, S)`` torch images, as a tensor (for comparisons)."""
-    return torch.from_numpy(preprocess.eval_transform(x.permute(0, 2, 3, 1).numpy(), out, flip))
+    return torch.from_numpy(preprocess.eval_transform(x.permute(0, 2, 3, 1).numpy(), out, flip, crop))
 
 # Every random component off: only the geometry of the eval centre crop is left.
 STILL = dict(flip=0.0, grayscale=0.0, rotation_deg=0.0, min_scale=1.0, crop_scale=(EVAL_CROP, EVAL_CROP), translate=0.0, color_jitter=0.0)
@@ -138,6 +138,15 @@ def test_numpy_eval_transform_equals_the_torch_centre_crop(side: int, out: int, 
     x = images(3, side, seed=side)
     cfg = AugmentConfig(out, **{**STILL, "flip": float(flip)})
     torch.testing.assert_close(eval_transform(x, out, flip), train_transform(x, cfg, gen()), atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("side", "out", "crop"), [(108, 96, 0.8), (108, 96, 0.95), (72, 64, 1.0), (300, 96, 0.85)])
+def test_eval_transform_at_another_crop_equals_the_torch_crop_of_that_scale(side: int, out: int, crop: float) -> None:
+    # other test-time views of a face (experiments/crop_sensitivity.py views): the same warp at a fixed crop_scale
+    x = images(3, side, seed=side)
+    cfg = AugmentConfig(out, **{**STILL, "crop_scale": (crop, crop)})
+    torch.testing.assert_close(eval_transform(x, out, crop=crop), train_transform(x, cfg, gen()), atol=2e-4, rtol=0)
+    assert not torch.allclose(eval_transform(x, out, crop=crop), eval_transform(x, out), atol=1e-2)
 
 
 def test_eval_is_the_resized_centre_crop() -> None:

@@ -40,9 +40,9 @@ def cache_size_for(input_size: int) -> int:
     return input_size * 9 // 8
 
 
-def eval_transform(images: np.ndarray, output_size: int, flip: bool = False) -> np.ndarray:
-    """Test-time transform: the centre crop of side ``EVAL_CROP`` (a fraction of the source side),
-    resized bilinearly to ``output_size``, then normalised with ``MEAN`` / ``STD``.
+def eval_transform(images: np.ndarray, output_size: int, flip: bool = False, crop: float = EVAL_CROP) -> np.ndarray:
+    """Test-time transform: the centre crop of side ``crop`` (a fraction of the source side, ``EVAL_CROP``
+    unless asked), resized bilinearly to ``output_size``, then normalised with ``MEAN`` / ``STD``.
 
     The resampling is ``grid_sample``'s (bilinear, ``align_corners=False``), written as one
     ``(output_size, S)`` weight matrix per axis and applied as a few weighted gathers (two source
@@ -53,6 +53,8 @@ def eval_transform(images: np.ndarray, output_size: int, flip: bool = False) -> 
         images: ``uint8`` ``(N, S, S, 3)`` face crops (RGB, as stored).
         output_size: side of the output.
         flip: mirror horizontally (for test-time flip averaging).
+        crop: side of the centre crop as a fraction of ``S``, in ``(0, 1]`` (other views of the face;
+            the models are trained and calibrated at ``EVAL_CROP``).
 
     Returns:
         ``float32`` ``(N, 3, output_size, output_size)``, C-contiguous.
@@ -63,6 +65,12 @@ def eval_transform(images: np.ndarray, output_size: int, flip: bool = False) -> 
     ((2, 3, 64, 64), dtype('float32'))
     >>> bool(np.allclose(eval_transform(x, 64, flip=True), y[..., ::-1], atol=1e-5))
     True
+    >>> eval_transform(x, 64, crop=0.95).shape
+    (2, 3, 64, 64)
+    >>> eval_transform(x, 64, crop=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: eval_transform: crop must be a fraction of the source side in (0, 1], got 1.5
     >>> eval_transform(x[..., :2], 64)
     Traceback (most recent call last):
     ...
@@ -74,7 +82,9 @@ def eval_transform(images: np.ndarray, output_size: int, flip: bool = False) -> 
         raise ValueError(f"eval_transform: expected uint8 images of shape (N, S, S, 3), got {got}")
     if isinstance(output_size, bool) or not isinstance(output_size, (int, np.integer)) or output_size < 1:
         raise ValueError(f"eval_transform: output_size must be a positive int, got {output_size!r}")
-    idx, w = _taps(images.shape[1], int(output_size))
+    if isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0.0 < crop <= 1.0:
+        raise ValueError(f"eval_transform: crop must be a fraction of the source side in (0, 1], got {crop!r}")
+    idx, w = _taps(images.shape[1], int(output_size), float(crop))
     x = _resample(images.astype(np.float32), idx, w[:, :, None, None], 1)  # rows: (N, out, S, 3)
     x = np.multiply(x.transpose(0, 3, 1, 2), _SCALE, order="C")  # planar (N, 3, out, S), scaled as normalised
     x = _resample(x, idx[::-1] if flip else idx, w[::-1] if flip else w, 3)  # columns, mirrored for a flip
@@ -97,10 +107,10 @@ def _resample(x: np.ndarray, idx: np.ndarray, w: np.ndarray, axis: int) -> np.nd
 
 
 @functools.lru_cache(maxsize=16)
-def _taps(side: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+def _taps(side: int, out: int, crop: float = EVAL_CROP) -> tuple[np.ndarray, np.ndarray]:
     """The non-zero entries of :func:`_crop_matrix` per output pixel: ``(out, T)`` source indices
     and float32 weights (zero-weight taps padded where a row has fewer)."""
-    m = _crop_matrix(side, out)
+    m = _crop_matrix(side, out, crop)
     taps = max(1, int((m != 0).sum(1).max()))
     idx = np.zeros((out, taps), dtype=np.int64)
     w = np.zeros((out, taps), dtype=np.float32)
@@ -110,16 +120,16 @@ def _taps(side: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, w
 
 
-def _crop_matrix(side: int, out: int) -> np.ndarray:
+def _crop_matrix(side: int, out: int, crop: float = EVAL_CROP) -> np.ndarray:
     """``(out, side)`` weights of the eval crop along one axis: an antialiased pre-resize when
     ``side > PRESIZE_RATIO * out`` (``F.interpolate(..., antialias=True)``'s filter), then
-    ``grid_sample``'s bilinear sampling of the centred ``EVAL_CROP`` crop (coordinates clipped to
+    ``grid_sample``'s bilinear sampling of the centred crop of side ``crop`` (coordinates clipped to
     the image, as its ``reflection`` padding does within half a pixel of the border)."""
     pre = None
     if side > PRESIZE_RATIO * out:
-        small = math.ceil(out / EVAL_CROP)
+        small = math.ceil(out / EVAL_CROP)  # as training does, whatever the crop
         pre, side = _antialias_matrix(side, small), small
-    g = EVAL_CROP * ((2.0 * np.arange(out) + 1.0) / out - 1.0)  # normalised output coordinates
+    g = crop * ((2.0 * np.arange(out) + 1.0) / out - 1.0)  # normalised output coordinates
     x = np.clip(((g + 1.0) * side - 1.0) / 2.0, 0.0, side - 1.0)  # source pixel coordinates
     x0 = np.floor(x).astype(np.int64)
     w1 = x - x0
