@@ -290,8 +290,8 @@ class Objective:
 
     @property
     def softmax_over_labels(self) -> bool:
-        """Whether the head's ``(N, K)`` output is logits whose softmax is the label distribution (so
-        distributions can be averaged, distilled or compared as such; a ranking head's is not).
+        """Whether the head's ``(N, K)`` output is logits whose softmax is the label distribution, so that
+        two heads can be ensembled or held to one distribution (a ranking head's outputs are cumulative).
 
         >>> OBJECTIVES["dldl_v2"].softmax_over_labels, OBJECTIVES["ranking"].softmax_over_labels, OBJECTIVES["l1"].softmax_over_labels
         (True, False, False)
