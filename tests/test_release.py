@@ -96,6 +96,7 @@ def test_release_rebuilds_a_model_end_to_end(tiny_run, run, card, models, tmp_pa
     assert card_data["metrics"] == [{"model": "x", "dataset": "csv", "split": "", "count": 32, "mae": 9.5,
                                      "mae_no_tta": 9.7, "source": str(report)}]
     assert card_data["run"] == {"run": str(run), "checkpoint": str(run / "best.pt"), "sha256": before}
+    assert card_data["sources_seen"] == ["csv"]  # the run's own dataset, so benchmarks can mark its cells in-domain
     assert card_data["release_command"].startswith("dldl release ") and "--name toy" in card_data["release_command"]
     ref = card_data["reference_estimates"]
     assert ref["count"] == 32 and len(ref["quantiles"]) == 101 and ref["quantiles"] == sorted(ref["quantiles"])
@@ -131,6 +132,7 @@ def test_two_runs_make_an_ensemble_of_calibrated_members_or_a_soup(tiny_run, car
     card_data = json.loads((models / "ens.json").read_text())
     assert card_data["spec"]["architecture"] == "ensemble" and card_data["spec"]["tta_flip"] is False
     assert card_data["combined"] == {"kind": "ensemble", "members_calibrated": True}
+    assert card_data["sources_seen"] == ["csv"]  # the union over the members
     members = card_data["members"]
     assert [m["run"] for m in members] == [str(first), str(second)]
     assert all(m["calibration"]["fitted"] and m["temperature"] == pytest.approx(m["calibration"]["temperature"]) for m in members)

@@ -458,11 +458,11 @@ def read_metrics(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
 def model_card(base: dict[str, Any], calibration: dict[str, Any], *, run: dict[str, Any] | None = None,
                members: list[dict[str, Any]] | None = None, combined: dict[str, Any] | None = None,
                metrics: list[dict[str, Any]] | None = None, reference: dict[str, Any] | None = None,
-               command: str | None = None) -> dict[str, Any]:
+               command: str | None = None, sources_seen: list[str] | None = None) -> dict[str, Any]:
     """The card to install: the user's fields (``base``) plus what the release measured: the
     ``temperature`` and its ``calibration`` report, the ``run`` (one) or the ``members`` and how
-    they were ``combined`` (several), the ``metrics`` rows, the ``reference_estimates`` and the
-    ``release_command``. A user's ``members`` list of the same length is merged member by member
+    they were ``combined`` (several), the ``metrics`` rows, the ``reference_estimates``, the
+    ``release_command`` and the ``sources_seen`` of the runs (what benchmarks mark in-domain). A user's ``members`` list of the same length is merged member by member
     (their training commands stay); any other of these keys the user gave is replaced by the
     release's value, with a warning (``name``, ``spec``, ``sha256`` and ``bytes`` are
     :func:`dldl.hub.install`'s).
@@ -487,6 +487,8 @@ def model_card(base: dict[str, Any], calibration: dict[str, Any], *, run: dict[s
         new["reference_estimates"] = reference
     if command is not None:
         new["release_command"] = command
+    if sources_seen is not None:
+        new["sources_seen"] = sources_seen
     replaced = [k for k in new if k in base and base[k] != new[k] and not (k == "members" and merged)]
     if replaced:
         warnings.warn(f"--card: the card's {', '.join(replaced)} replaced by this release's", UserWarning, stacklevel=2)
@@ -655,8 +657,10 @@ def release(runs: Sequence[str | os.PathLike], name: str, card: str | os.PathLik
     # 4. reference quantiles
     reference_estimates = reference_quantiles(payload, ref, command) if ref is not None else None
     # 5. card
+    seen = [hub.sources_seen(w.path) for w in weights]  # from each run's config; None where a run does not say
     card_data = model_card(base, calibration, run=run_entry, members=members, combined=combined, metrics=rows,
-                           reference=reference_estimates, command=command)
+                           reference=reference_estimates, command=command,
+                           sources_seen=sorted(set().union(*seen)) if all(s is not None for s in seen) else None)
     # 6. install
     path = hub.install(calibrated, name, card_data, models_dir)
     log(f"wrote {path}")
