@@ -111,6 +111,8 @@ def draw(samples: list, n: int | None) -> list:
 DEGRADATIONS = {"blur1.5": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
                 "down3": lambda im: im.resize((max(1, round(im.width / 3)), max(1, round(im.height / 3))), Image.BILINEAR)}
 """The photo degradations of ``--degrade``, applied to the whole photo before detection."""
+DEGRADE_SETS = ("aaf val", "adience all")
+"""The sets degraded by default (``--degrade-sets``): sharp photos at their original resolution."""
 
 
 def run_models(models: dict[str, Any], samples: list, detector: Any, degrade: str | None = None) -> dict[str, list[dict]]:
@@ -333,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="also read each model's estimate at these softmax temperatures (held-out MAE at each)")
     ap.add_argument("--degrade", nargs="*", default=[], choices=sorted(DEGRADATIONS),
                     help="run the photos of --degrade-sets again after these degradations; report the change of the estimate")
-    ap.add_argument("--degrade-sets", nargs="*", default=["aaf val", "adience all"])
+    ap.add_argument("--degrade-sets", nargs="*", default=list(DEGRADE_SETS))
     ap.add_argument("--robustness", type=Path, help="JSON of benchmarks/robustness.py: adds its largest |shift| per model")
     ap.add_argument("--merge", type=Path, nargs="*", default=[],
                     help="JSON of earlier runs (same --per-set): their rows (and temperature and degradation rows) join the tables")

@@ -92,7 +92,7 @@ def sets(names: tuple[str, ...], per_set: int = 300):
 def jitter(est, det) -> dict:
     out = {}
     rng = np.random.default_rng(0)
-    for name, samples in sets(("aaf val", "adience all")):
+    for name, samples in sets(G.DEGRADE_SETS):
         moved = {"redetect_480_vs_320": [], "landmarks_1px": [], "flip_view": []}
         for s in samples:
             image = np.asarray(read_image(s.path))
@@ -141,7 +141,7 @@ VIEW_SETS = ("aaf val", "fgnet all", "adience all", "imdbwiki3 all")
 
 
 def views(est, det, which: str = "four", seen: list[str] | None = None, names: tuple[str, ...] = VIEW_SETS,
-          per_set: int = 300, degrade: tuple[str, ...] = ("aaf val", "adience all")) -> dict:
+          per_set: int = 300, degrade: tuple[str, ...] = G.DEGRADE_SETS) -> dict:
     models = {"flip (shipped)": est, **{k: Views(est, v) for k, v in VIEWS[which].items()}}
     out: dict = {k: {"sets": {}} for k in models}
     for name, samples in sets(names, per_set):
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="mobilenet_v2-age", help="views: a shipped name or a checkpoint")
     ap.add_argument("--sets", nargs="+", default=list(VIEW_SETS), help="views: the photo sets (generalization.py's names)")
     ap.add_argument("--per-set", type=int, default=300, help="views: photos a set (0: all)")
-    ap.add_argument("--degrade-sets", nargs="*", default=["aaf val", "adience all"], help="views: sets also run blurred and downscaled")
+    ap.add_argument("--degrade-sets", nargs="*", default=list(G.DEGRADE_SETS), help="views: sets also run blurred and downscaled")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     est, det = dldl.load(args.model), get_detector()
