@@ -462,8 +462,9 @@ def model_card(base: dict[str, Any], calibration: dict[str, Any], *, run: dict[s
     """The card to install: the user's fields (``base``) plus what the release measured: the
     ``temperature`` and its ``calibration`` report, the ``run`` (one) or the ``members`` and how
     they were ``combined`` (several), the ``metrics`` rows, the ``reference_estimates``, the
-    ``release_command`` and the ``sources_seen`` of the runs (what benchmarks mark in-domain). A user's ``members`` list of the same length is merged member by member
-    (their training commands stay); any other of these keys the user gave is replaced by the
+    ``release_command`` and the ``sources_seen`` of the runs (what benchmarks mark in-domain). A
+    user's ``members`` list of the same length is merged member by member (their training commands
+    stay); any other of these keys the user gave is replaced by the
     release's value, with a warning (``name``, ``spec``, ``sha256`` and ``bytes`` are
     :func:`dldl.hub.install`'s).
 
