@@ -40,6 +40,9 @@ shipped one raised to the power T0 / T, renormalised), to check whether the temp
 calibrates the 90% interval also helps the point estimate. ``--degrade`` runs each photo again
 after a Gaussian blur (``blur1.5``: sigma 1.5 px) or a downscale (``down3``: to 1/3 of each side),
 before detection, and reports the mean absolute change of the estimate of each face found in both.
+**Paired**: the JSON keeps every photo's estimate, so ``--paired A B`` (also with ``--render``) gives
+the held-out mean of B minus A on the same photos with a 95% bootstrap interval over people (photos
+where a set names none): whether a difference is larger than the draw of people makes it.
 
     python benchmarks/generalization.py --models age_wild=runs/age_wild/best.pt mobilenet_v2-utkface \\
         --per-set 400 --peer /work/peer-venv/bin/python --face-api /work/peer-node/node_modules --json docs/bench/generalization.json --results docs/RESULTS.md
@@ -106,6 +109,14 @@ def draw(samples: list, n: int | None) -> list:
     if not n or n >= len(samples):
         return samples
     return random.Random(0).sample(samples, n)
+
+
+def drawn_sets(data: Path, names: list[str] | tuple[str, ...] | None, per_set: int | None):
+    """``(name, samples)`` of each set of :func:`photo_sets` laid out under ``data`` (``names``: only
+    these; None or empty: all), ``per_set`` photos each drawn by :func:`draw` (0 or None: all)."""
+    for name, (dataset, root, split, kw) in photo_sets(data, benchlib.SHARED_DATA).items():
+        if not names or name in names:
+            yield name, draw(load_dataset(dataset, root, split, **kw).samples, per_set)
 
 
 DEGRADATIONS = {"blur1.5": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
@@ -208,6 +219,76 @@ def score(records: list[dict], samples: list) -> dict[str, Any]:
         out["coverage_90"] = float(np.mean((iv[:, 0] <= hi + 0.5) & (iv[:, 1] >= lo - 0.5)))
         out["width_90"] = float(np.median(iv[:, 1] - iv[:, 0]))
     return out
+
+
+def photo_record(samples: list) -> dict[str, Any]:
+    """What the paired comparison needs of a set's photos, in draw order: each photo's person (None
+    where the set names none), the bounds of its truth, and a digest of their paths (so that merged
+    runs are checked to hold the same photos)."""
+    import hashlib
+
+    people = [s.meta.get("person") for s in samples]
+    return {"person": people if all(people) else None, "bounds": [list(map(float, s.bounds)) for s in samples],
+            "paths_sha1": hashlib.sha1("\n".join(str(s.path) for s in samples).encode()).hexdigest()}
+
+
+def estimates(records: list[dict]) -> list[float | None]:
+    """Each photo's estimate (3 decimals), None where no face was found."""
+    return [round(float(r["estimate"]), 3) if r["found"] else None for r in records]
+
+
+def paired_difference(doc: dict[str, Any], a: str, b: str, boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The held-out mean of model ``b`` minus that of ``a`` on the same photos, with a 95% bootstrap
+    interval: over the sources neither model saw, the photos both found; within each set the units
+    (people where the set names them, as :func:`held_out_mean` counts, else photos) are drawn again
+    with replacement ``boot`` times, both models on the same draw.
+
+    ``doc`` is this script's JSON (``photos``, ``estimates``, ``sources``). Returns ``{"a", "b",
+    "difference", "ci95": [low, high], "share_b_better", "sources", "units"}``.
+
+    >>> photos = {"fgnet all": {"person": None, "bounds": [[10.0, 10.0]] * 4, "paths_sha1": ""}}
+    >>> doc = {"photos": photos, "sources": {"x": {"seen": []}, "y": {"seen": []}},
+    ...        "estimates": {"x": {"fgnet all": [12.0, 8.0, 13.0, None]}, "y": {"fgnet all": [11.0, 9.0, 12.0, 10.0]}}}
+    >>> r = paired_difference(doc, "x", "y")
+    >>> round(r["a"], 3), round(r["b"], 3), round(r["difference"], 3), r["units"]
+    (2.333, 1.333, -1.0, {'fgnet all': 3})
+    """
+    for m in (a, b):
+        if m not in doc.get("results", {m: None}):
+            raise ValueError(f"paired {a} {b}: no model {m} in this JSON (its models: {', '.join(doc['results'])})")
+    seen = [doc["sources"].get(m, {}).get("seen") for m in (a, b)]
+    if any(s is None for s in seen):
+        raise ValueError(f"paired {a} {b}: the sources {a if seen[0] is None else b} saw are unknown")
+    for m in (a, b):
+        if m not in doc.get("estimates", {}):
+            raise ValueError(f"paired {a} {b}: no per-photo estimates of {m} in this JSON (measured before they were kept?)")
+    rng = np.random.default_rng(seed)
+    by_source: dict[str, list[tuple[float, float, np.ndarray]]] = {}
+    units_of: dict[str, int] = {}
+    for set_name, ph in doc["photos"].items():
+        source = set_name.split()[0]
+        ea, eb = doc["estimates"][a].get(set_name), doc["estimates"][b].get(set_name)
+        if source in seen[0] or source in seen[1] or ea is None or eb is None:
+            continue
+        keep = [i for i, (x, y) in enumerate(zip(ea, eb)) if x is not None and y is not None]
+        lo, hi = np.array([ph["bounds"][i] for i in keep], dtype=float).T
+        err = [np.abs(est - np.clip(est, lo, hi)) for est in (np.array([e[i] for i in keep]) for e in (ea, eb))]
+        people = [ph["person"][i] for i in keep] if ph["person"] else None
+        if people and len(set(people)) < len(people):
+            names = sorted(set(people))
+            index = np.array([names.index(p) for p in people])
+            err = [np.bincount(index, e) / np.bincount(index) for e in err]
+        units_of[set_name] = len(err[0])
+        draws = rng.integers(0, len(err[0]), (boot, len(err[0])))
+        by_source.setdefault(source, []).append((float(err[0].mean()), float(err[1].mean()), (err[1] - err[0])[draws].mean(axis=1)))
+    if not by_source:
+        raise ValueError(f"paired {a} {b}: no set of a source that neither model saw")
+    mean_a = float(np.mean([np.mean([x[0] for x in v]) for v in by_source.values()]))
+    mean_b = float(np.mean([np.mean([x[1] for x in v]) for v in by_source.values()]))
+    diffs = np.mean([np.mean([x[2] for x in v], axis=0) for v in by_source.values()], axis=0)
+    return {"a": mean_a, "b": mean_b, "difference": mean_b - mean_a,
+            "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+            "share_b_better": float(np.mean(diffs < 0)), "sources": sorted(by_source), "units": units_of}
 
 
 def decision_error(r: dict[str, Any]) -> float | None:
@@ -343,9 +424,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--results", type=Path, help="Markdown file whose generalization section is replaced")
     ap.add_argument("--render", type=Path, help="a JSON this script wrote (--json): print its tables (and --results) again, running nothing")
+    ap.add_argument("--paired", nargs=2, action="append", default=[], metavar=("A", "B"),
+                    help="the held-out mean of model B minus A on the same photos, with a 95%% bootstrap interval over people "
+                         "(photos where a set names none); repeatable; works with --render on a JSON that kept per-photo estimates")
     args = ap.parse_args(argv)
     if args.render:
         old = json.loads(args.render.read_text())
+        paired(old, args.paired)
         return report(old, None, args.results)
     import torch
 
@@ -363,15 +448,16 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, dict]] = {k: {} for k in [*models, *peers]}
     temps: dict[str, dict[str, dict]] = {k: {} for k in models}
     shifts: dict[str, dict[str, dict]] = {k: {} for k in models}
+    photos: dict[str, dict] = {}
+    per_photo: dict[str, dict[str, list]] = {k: {} for k in [*models, *peers]}
     started = time.time()
-    for set_name, (dataset, root, split, kw) in photo_sets(args.data, benchlib.SHARED_DATA).items():
-        if args.sets and set_name not in args.sets:
-            continue
-        samples = draw(load_dataset(dataset, root, split, **kw).samples, args.per_set)
+    for set_name, samples in drawn_sets(args.data, args.sets, args.per_set):
         t0 = time.time()
         base = run_models(models, samples, detector)
+        photos[set_name] = photo_record(samples)
         for name, recs in base.items():
             results[name][set_name] = score(recs, samples)
+            per_photo[name][set_name] = estimates(recs)
             if args.temperatures:
                 est = models[name]
                 temps[name][set_name] = temperature_check(recs, samples, est.labels.values(), est.spec.temperature, args.temperatures)
@@ -379,13 +465,20 @@ def main(argv: list[str] | None = None) -> None:
             for name, recs in run_models(models, samples, detector, how).items():
                 shifts[name].setdefault(set_name, {})[how] = shift(base[name], recs)
         for name, command in peers.items():
-            results[name][set_name] = score(run_peer(command, samples), samples)
+            recs = run_peer(command, samples)
+            results[name][set_name] = score(recs, samples)
+            per_photo[name][set_name] = estimates(recs)
         print(f"{set_name}: {len(samples)} photos, {time.time() - t0:.0f}s", {k: v[set_name].get("mae") for k, v in results.items()},
               file=sys.stderr)
     for earlier in args.merge:
         old = json.loads(earlier.read_text())
         if old["per_set"] != args.per_set:
             raise SystemExit(f"{earlier}: measured with --per-set {old['per_set']}, not {args.per_set}")
+        for set_name, ph in old.get("photos", {}).items():
+            if set_name in photos and ph["paths_sha1"] != photos[set_name]["paths_sha1"]:
+                raise SystemExit(f"{earlier}: its photos of {set_name!r} are not this run's")
+        photos = {**old.get("photos", {}), **photos}
+        per_photo = {**old.get("estimates", {}), **per_photo}
         results = {**old["results"], **results}
         sources = {**old.get("sources", {}), **sources}
         temps = {**old.get("temperatures", {}), **{k: v for k, v in temps.items() if v}}
@@ -397,10 +490,28 @@ def main(argv: list[str] | None = None) -> None:
     doc = {"machine": benchlib.machine(), "per_set": args.per_set, "detector": repr(detector), "seconds": round(time.time() - started),
            "command": "python benchmarks/generalization.py " + " ".join(argv or sys.argv[1:]), "sources": sources,
            "results": results, "temperatures": {k: v for k, v in temps.items() if v},
-           "degradations": {k: v for k, v in shifts.items() if v}}
+           "degradations": {k: v for k, v in shifts.items() if v}, "photos": photos, "estimates": per_photo}
+    doc["paired"] = paired(doc, args.paired)
     if args.json:
         benchlib.write_json(args.json, doc)
     report(doc, robustness, args.results)
+
+
+def paired(doc: dict[str, Any], pairs: list[list[str]]) -> list[dict[str, Any]]:
+    """:func:`paired_difference` of each ``--paired A B``, printed; a pair that cannot be compared is
+    skipped with its reason (the measured tables are still written)."""
+    out = []
+    for a, b in pairs:
+        try:
+            r = paired_difference(doc, a, b)
+        except ValueError as e:
+            print(f"{e}; skipped", file=sys.stderr)
+            continue
+        print(f"held-out mean {b} {r['b']:.3f} - {a} {r['a']:.3f} = {r['difference']:+.3f}, 95% interval "
+              f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] ({', '.join(r['sources'])}; {b} better in {100 * r['share_b_better']:.0f}% of draws)",
+              file=sys.stderr)
+        out.append({"a": a, "b": b, **r})
+    return out
 
 
 def report(doc: dict[str, Any], robustness: dict[str, float] | None, results_md: Path | None) -> None:

@@ -31,11 +31,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import benchlib  # noqa: E402
 import generalization as G  # noqa: E402
 
 import dldl  # noqa: E402
-from dldl.data.datasets import load_dataset  # noqa: E402
 from dldl.data.images import read_image  # noqa: E402
 from dldl.data.preprocess import eval_transform  # noqa: E402
 from dldl.faces import Face, aligned_crop, get_detector  # noqa: E402
@@ -82,17 +80,10 @@ class Views:
         return Prediction(dist @ self.est.labels.values(), dist, self.est.labels)
 
 
-def sets(names: tuple[str, ...], per_set: int = 300):
-    """``(name, samples)`` of the photo sets asked for, ``per_set`` photos each (0: all), drawn as generalization.py draws."""
-    for name, (dataset, root, split, kw) in G.photo_sets(G.DATA, benchlib.SHARED_DATA).items():
-        if name in names:
-            yield name, G.draw(load_dataset(dataset, root, split, **kw).samples, per_set)
-
-
 def jitter(est, det) -> dict:
     out = {}
     rng = np.random.default_rng(0)
-    for name, samples in sets(G.DEGRADE_SETS):
+    for name, samples in G.drawn_sets(G.DATA, G.DEGRADE_SETS, 300):
         moved = {"redetect_480_vs_320": [], "landmarks_1px": [], "flip_view": []}
         for s in samples:
             image = np.asarray(read_image(s.path))
@@ -118,7 +109,7 @@ def jitter(est, det) -> dict:
 def lowpass(est, det) -> dict:
     models = {"base": est, **{f"lp{s}": LowPass(est, s) for s in (0.6, 1.0)}}
     out = {}
-    for name, samples in sets(("aaf val", "fgnet all", "adience all")):
+    for name, samples in G.drawn_sets(G.DATA, ("aaf val", "fgnet all", "adience all"), 300):
         base = G.run_models(models, samples, det)
         keep = ("mae", "mae_interval", "mae_person", "mae_interval_person", "bias")
         row = {k: {"score": {m: v for m, v in G.score(r, samples).items() if m in keep}} for k, r in base.items()}
@@ -144,7 +135,7 @@ def views(est, det, which: str = "four", seen: list[str] | None = None, names: t
           per_set: int = 300, degrade: tuple[str, ...] = G.DEGRADE_SETS) -> dict:
     models = {"flip (shipped)": est, **{k: Views(est, v) for k, v in VIEWS[which].items()}}
     out: dict = {k: {"sets": {}} for k in models}
-    for name, samples in sets(names, per_set):
+    for name, samples in G.drawn_sets(G.DATA, names, per_set):
         base = G.run_models(models, samples, det)
         for k, r in base.items():
             out[k]["sets"][name] = {m: v for m, v in G.score(r, samples).items() if m != "bands"}

@@ -74,3 +74,20 @@ def test_reread_sharpens_towards_the_mode_and_shift():
     assert abs(g.reread(skew, labels, 4.0) - 1.0) < abs(g.reread(skew, labels, 1.0) - 1.0)
     s = g.shift([rec(10), rec(20), {"found": False}], [rec(11), rec(18), rec(3)])
     assert s == {"faces": 2, "mean_abs": 1.5, "mean_signed": -0.5}
+
+
+def test_paired_difference_by_person_on_sources_neither_saw():
+    photos = {"adience all": {"person": ["p1", "p1", "p2"], "bounds": [[25.0, 32.0]] * 3, "paths_sha1": ""},
+              "aaf val": {"person": None, "bounds": [[30.0, 30.0]], "paths_sha1": ""}}
+    doc = {"photos": photos, "sources": {"a": {"seen": ["aaf"]}, "b": {"seen": []}},
+           "estimates": {"a": {"adience all": [35.0, 24.0, 20.0], "aaf val": [30.0]},
+                         "b": {"adience all": [34.0, 25.0, 22.0], "aaf val": [50.0]}}}
+    r = g.paired_difference(doc, "a", "b")
+    assert r["sources"] == ["adience"] and r["units"] == {"adience all": 2}  # aaf: a saw it; two people
+    assert r["a"] == pytest.approx(((3 + 1) / 2 + 5) / 2) and r["b"] == pytest.approx((2 / 2 + 3) / 2)
+    assert r["difference"] == pytest.approx(-1.5)
+    assert r["ci95"][0] <= -1.5 <= r["ci95"][1] and r["share_b_better"] == 1.0  # b better for both people
+    with pytest.raises(ValueError, match="no per-photo estimates of c"):
+        g.paired_difference({**doc, "sources": {**doc["sources"], "c": {"seen": []}}}, "a", "c")
+    with pytest.raises(ValueError, match="sources a saw are unknown"):
+        g.paired_difference({**doc, "sources": {"a": {"seen": None}, "b": {"seen": []}}}, "a", "b")
