@@ -5,7 +5,8 @@
 config it trains into the run folder as ``loso.yaml`` (with ``extra.sources_seen`` and
 ``extra.held_out``, which ``benchmarks/generalization.py`` reads to mark in-domain cells), and runs
 ``dldl train --config`` on it. The run folder is ``runs/loso/<config stem>-without-<SOURCE>``
-unless ``--out`` names another. ``--set`` passes overrides through (e.g. ``--set epochs=1``).
+unless ``--out`` names another. ``--set`` passes overrides through (e.g. ``--set epochs=1``); the run's
+``extra.recipe`` is the config with its overrides, so that runs of one recipe are grouped together.
 """
 
 from __future__ import annotations
@@ -16,6 +17,29 @@ import sys
 from pathlib import Path
 
 import yaml
+
+
+def recipe(config: Path, overrides: list[str]) -> str:
+    """The recipe a run is grouped under in the leave-one-source-out table: the config and its ``--set`` overrides.
+
+    >>> recipe(Path("experiments/loso/age_consistency.yaml"), ["consistency_on=distribution"])
+    'experiments/loso/age_consistency.yaml --set consistency_on=distribution'
+    """
+    return " ".join([str(config), *(f"--set {kv}" for kv in overrides)])
+
+
+def left_out(cfg: dict, without: str, out: Path, recipe: str) -> dict:
+    """``cfg`` without the sources of dataset ``without`` (``'none'``: all kept), writing to ``out``, with
+    ``extra`` naming what it saw, what it left out and its recipe (read by ``benchmarks/generalization.py``).
+
+    >>> c = left_out({"sources": [{"dataset": "aaf"}, {"dataset": "utkface"}, {"dataset": "aaf"}]}, "aaf", Path("r"), "R")
+    >>> c["sources"], c["extra"]
+    ([{'dataset': 'utkface'}], {'sources_seen': ['utkface'], 'held_out': ['aaf'], 'recipe': 'R'})
+    """
+    sources = [s for s in cfg["sources"] if s["dataset"] != without]
+    extra = {**(cfg.get("extra") or {}), "sources_seen": sorted({s["dataset"] for s in sources}),
+             "held_out": [] if without == "none" else [without], "recipe": recipe}
+    return {**cfg, "sources": sources, "out_dir": str(out), "extra": extra}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,12 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [s["dataset"] for s in cfg["sources"]]
     if args.without != "none" and args.without not in names:
         ap.error(f"{args.config}: no source {args.without!r} (its sources: {', '.join(dict.fromkeys(names))})")
-    cfg["sources"] = [s for s in cfg["sources"] if s["dataset"] != args.without]
     out = args.out or Path("runs/loso") / f"{args.config.stem}-without-{args.without}"
-    cfg["out_dir"] = str(out)
-    cfg.setdefault("extra", {}).update({"sources_seen": sorted({s["dataset"] for s in cfg["sources"]}),
-                                        "held_out": [] if args.without == "none" else [args.without],
-                                        "recipe": str(args.config)})
+    cfg = left_out(cfg, args.without, out, recipe(args.config, args.set))
     out.mkdir(parents=True, exist_ok=True)
     written = out / "loso.yaml"
     if written.resolve() == args.config.resolve():

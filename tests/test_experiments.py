@@ -124,6 +124,16 @@ def test_loso_refuses_a_missing_source_a_bad_config_and_writing_over_its_config(
     assert config.read_bytes() == before
 
 
+def test_loso_records_what_a_run_left_out_and_its_recipe_with_overrides():
+    mod = _load_script("loso.py")
+    cfg = {"epochs": 3, "extra": {"note": "n"}, "sources": [{"dataset": "utkface"}, {"dataset": "aaf"}, {"dataset": "aaf", "weight": 0.1}]}
+    out = mod.left_out(cfg, "aaf", Path("runs/x"), mod.recipe(Path("r.yaml"), ["consistency_on=distribution", "epochs=1"]))
+    assert out["sources"] == [{"dataset": "utkface"}] and out["out_dir"] == "runs/x" and out["epochs"] == 3
+    assert out["extra"] == {"note": "n", "sources_seen": ["utkface"], "held_out": ["aaf"],
+                            "recipe": "r.yaml --set consistency_on=distribution --set epochs=1"}
+    assert mod.left_out(cfg, "none", Path("y"), "r.yaml")["extra"]["held_out"] == [] and len(cfg["sources"]) == 3
+
+
 def test_crop_views_average_the_views_they_name(tiny_run):
     """experiments/crop_sensitivity.py's ``Views``: the shipped read-out's own scale (``EVAL_CROP``) with its mirror is
     the estimator's flip average; one unmirrored view is its single view; a mirrored view of a mirrored crop is the
