@@ -115,10 +115,11 @@ def machine() -> dict[str, Any]:
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
+def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
+    """Write ``obj`` as JSON, one item a line (``indent=None``: on one line, for per-photo lists)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(obj, indent=1) + "\n")
+    p.write_text(json.dumps(obj, indent=indent, separators=None if indent else (",", ":")) + "\n")
     return p
 
 

@@ -228,7 +228,8 @@ def photo_record(samples: list) -> dict[str, Any]:
     import hashlib
 
     people = [s.meta.get("person") for s in samples]
-    return {"person": people if all(people) else None, "bounds": [list(map(float, s.bounds)) for s in samples],
+    return {"person": people if all(people) else None,
+            "bounds": [[int(b) if float(b).is_integer() else float(b) for b in s.bounds] for s in samples],
             "paths_sha1": hashlib.sha1("\n".join(str(s.path) for s in samples).encode()).hexdigest()}
 
 
@@ -243,14 +244,15 @@ def paired_difference(doc: dict[str, Any], a: str, b: str, boot: int = 2000, see
     (people where the set names them, as :func:`held_out_mean` counts, else photos) are drawn again
     with replacement ``boot`` times, both models on the same draw.
 
-    ``doc`` is this script's JSON (``photos``, ``estimates``, ``sources``). Returns ``{"a", "b",
-    "difference", "ci95": [low, high], "share_b_better", "sources", "units"}``.
+    ``doc`` is this script's JSON (``photos``, ``estimates``, ``sources``). Returns ``{"a", "b"`` (the
+    two names), ``"mean_a", "mean_b", "difference", "ci95": [low, high], "share_b_better", "sources",
+    "units"}``.
 
     >>> photos = {"fgnet all": {"person": None, "bounds": [[10.0, 10.0]] * 4, "paths_sha1": ""}}
     >>> doc = {"photos": photos, "sources": {"x": {"seen": []}, "y": {"seen": []}},
     ...        "estimates": {"x": {"fgnet all": [12.0, 8.0, 13.0, None]}, "y": {"fgnet all": [11.0, 9.0, 12.0, 10.0]}}}
     >>> r = paired_difference(doc, "x", "y")
-    >>> round(r["a"], 3), round(r["b"], 3), round(r["difference"], 3), r["units"]
+    >>> round(r["mean_a"], 3), round(r["mean_b"], 3), round(r["difference"], 3), r["units"]
     (2.333, 1.333, -1.0, {'fgnet all': 3})
     """
     for m in (a, b):
@@ -286,7 +288,7 @@ def paired_difference(doc: dict[str, Any], a: str, b: str, boot: int = 2000, see
     mean_a = float(np.mean([np.mean([x[0] for x in v]) for v in by_source.values()]))
     mean_b = float(np.mean([np.mean([x[1] for x in v]) for v in by_source.values()]))
     diffs = np.mean([np.mean([x[2] for x in v], axis=0) for v in by_source.values()], axis=0)
-    return {"a": mean_a, "b": mean_b, "difference": mean_b - mean_a,
+    return {"a": a, "b": b, "mean_a": mean_a, "mean_b": mean_b, "difference": mean_b - mean_a,
             "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
             "share_b_better": float(np.mean(diffs < 0)), "sources": sorted(by_source), "units": units_of}
 
@@ -419,9 +421,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--degrade-sets", nargs="*", default=list(DEGRADE_SETS))
     ap.add_argument("--robustness", type=Path, help="JSON of benchmarks/robustness.py: adds its largest |shift| per model")
     ap.add_argument("--merge", type=Path, nargs="*", default=[],
-                    help="JSON of earlier runs (same --per-set): their rows (and temperature and degradation rows) join the tables")
+                    help="JSON of earlier runs (same --per-set): their rows (and temperature, degradation and per-photo rows) join "
+                         "the tables; also with --render")
     ap.add_argument("--detector", default="yunet", choices=sorted(DETECTORS), help="the face detector (default: yunet)")
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("--json", type=Path, help="write the results here (with --render: that JSON again, with --paired's results)")
     ap.add_argument("--results", type=Path, help="Markdown file whose generalization section is replaced")
     ap.add_argument("--render", type=Path, help="a JSON this script wrote (--json): print its tables (and --results) again, running nothing")
     ap.add_argument("--paired", nargs=2, action="append", default=[], metavar=("A", "B"),
@@ -430,7 +433,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.render:
         old = json.loads(args.render.read_text())
-        paired(old, args.paired)
+        for earlier in args.merge:
+            old = merge(old, json.loads(earlier.read_text()), earlier)
+        old["paired"] = paired(old, args.paired) or old.get("paired", [])
+        if args.json:
+            benchlib.write_json(args.json, old, indent=None)
         return report(old, None, args.results)
     import torch
 
@@ -470,19 +477,6 @@ def main(argv: list[str] | None = None) -> None:
             per_photo[name][set_name] = estimates(recs)
         print(f"{set_name}: {len(samples)} photos, {time.time() - t0:.0f}s", {k: v[set_name].get("mae") for k, v in results.items()},
               file=sys.stderr)
-    for earlier in args.merge:
-        old = json.loads(earlier.read_text())
-        if old["per_set"] != args.per_set:
-            raise SystemExit(f"{earlier}: measured with --per-set {old['per_set']}, not {args.per_set}")
-        for set_name, ph in old.get("photos", {}).items():
-            if set_name in photos and ph["paths_sha1"] != photos[set_name]["paths_sha1"]:
-                raise SystemExit(f"{earlier}: its photos of {set_name!r} are not this run's")
-        photos = {**old.get("photos", {}), **photos}
-        per_photo = {**old.get("estimates", {}), **per_photo}
-        results = {**old["results"], **results}
-        sources = {**old.get("sources", {}), **sources}
-        temps = {**old.get("temperatures", {}), **{k: v for k, v in temps.items() if v}}
-        shifts = {**old.get("degradations", {}), **{k: v for k, v in shifts.items() if v}}
     robustness = None
     if args.robustness and args.robustness.exists():
         rob = json.loads(args.robustness.read_text())["models"]
@@ -491,10 +485,37 @@ def main(argv: list[str] | None = None) -> None:
            "command": "python benchmarks/generalization.py " + " ".join(argv or sys.argv[1:]), "sources": sources,
            "results": results, "temperatures": {k: v for k, v in temps.items() if v},
            "degradations": {k: v for k, v in shifts.items() if v}, "photos": photos, "estimates": per_photo}
+    for earlier in args.merge:
+        doc = merge(doc, json.loads(earlier.read_text()), earlier)
     doc["paired"] = paired(doc, args.paired)
     if args.json:
-        benchlib.write_json(args.json, doc)
+        benchlib.write_json(args.json, doc, indent=None)
     report(doc, robustness, args.results)
+
+
+MERGED = ("results", "sources", "temperatures", "degradations", "photos", "estimates")
+"""The parts of this script's JSON that ``--merge`` joins, model by model (set by set for ``photos``)."""
+
+
+def merge(doc: dict[str, Any], earlier: dict[str, Any], where: Path) -> dict[str, Any]:
+    """``doc`` with the rows of ``earlier`` (another JSON of this script, read from ``where``) joined in; ``doc``'s
+    own rows win where both have a model. Both must be drawn alike (``per_set``), and a set in both must hold the
+    same photos.
+
+    >>> a = {"per_set": 0, "results": {"m": {}}, "photos": {"s": {"paths_sha1": "1"}}}
+    >>> sorted(merge(a, {"per_set": 0, "results": {"n": {}}, "photos": {"t": {"paths_sha1": "2"}}}, Path("b.json"))["photos"])
+    ['s', 't']
+    >>> merge(a, {"per_set": 0, "results": {}, "photos": {"s": {"paths_sha1": "3"}}}, Path("b.json"))
+    Traceback (most recent call last):
+    SystemExit: b.json: its photos of 's' are not this run's
+    """
+    if earlier["per_set"] != doc["per_set"]:
+        raise SystemExit(f"{where}: measured with --per-set {earlier['per_set']}, not {doc['per_set']}")
+    for set_name, ph in earlier.get("photos", {}).items():
+        if set_name in doc.get("photos", {}) and ph["paths_sha1"] != doc["photos"][set_name]["paths_sha1"]:
+            raise SystemExit(f"{where}: its photos of {set_name!r} are not this run's")
+    return {**doc, **{k: {**earlier.get(k, {}), **doc.get(k, {})} for k in MERGED},
+            "merged": [*doc.get("merged", []), str(where)]}
 
 
 def paired(doc: dict[str, Any], pairs: list[list[str]]) -> list[dict[str, Any]]:
@@ -507,10 +528,10 @@ def paired(doc: dict[str, Any], pairs: list[list[str]]) -> list[dict[str, Any]]:
         except ValueError as e:
             print(f"{e}; skipped", file=sys.stderr)
             continue
-        print(f"held-out mean {b} {r['b']:.3f} - {a} {r['a']:.3f} = {r['difference']:+.3f}, 95% interval "
+        print(f"held-out mean {b} {r['mean_b']:.3f} - {a} {r['mean_a']:.3f} = {r['difference']:+.3f}, 95% interval "
               f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}] ({', '.join(r['sources'])}; {b} better in {100 * r['share_b_better']:.0f}% of draws)",
               file=sys.stderr)
-        out.append({"a": a, "b": b, **r})
+        out.append(r)
     return out
 
 

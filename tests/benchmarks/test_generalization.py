@@ -84,7 +84,8 @@ def test_paired_difference_by_person_on_sources_neither_saw():
                          "b": {"adience all": [34.0, 25.0, 22.0], "aaf val": [50.0]}}}
     r = g.paired_difference(doc, "a", "b")
     assert r["sources"] == ["adience"] and r["units"] == {"adience all": 2}  # aaf: a saw it; two people
-    assert r["a"] == pytest.approx(((3 + 1) / 2 + 5) / 2) and r["b"] == pytest.approx((2 / 2 + 3) / 2)
+    assert r["a"] == "a" and r["b"] == "b"
+    assert r["mean_a"] == pytest.approx(((3 + 1) / 2 + 5) / 2) and r["mean_b"] == pytest.approx((2 / 2 + 3) / 2)
     assert r["difference"] == pytest.approx(-1.5)
     assert r["ci95"][0] <= -1.5 <= r["ci95"][1] and r["share_b_better"] == 1.0  # b better for both people
     with pytest.raises(ValueError, match="no per-photo estimates of c"):
