@@ -51,6 +51,7 @@ where a set names none): whether a difference is larger than the draw of people 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import subprocess
@@ -225,8 +226,6 @@ def photo_record(samples: list) -> dict[str, Any]:
     """What the paired comparison needs of a set's photos, in draw order: each photo's person (None
     where the set names none), the bounds of its truth, and a digest of their paths (so that merged
     runs are checked to hold the same photos)."""
-    import hashlib
-
     people = [s.meta.get("person") for s in samples]
     return {"person": people if all(people) else None,
             "bounds": [[int(b) if float(b).is_integer() else float(b) for b in s.bounds] for s in samples],
