@@ -181,6 +181,22 @@ BANDS = tuple(range(0, 80, 10))
 """Lower edges of the 10-year bands of the bias table (the last one is 70 and over)."""
 
 
+def person_means(people: list[str | None] | None, errors: np.ndarray) -> np.ndarray | None:
+    """Each person's mean of ``errors`` ``(N,)`` (one per photo), people in sorted order, where the set
+    names every photo's person and someone has more than one photo; None where it is counted by photo.
+
+    >>> person_means(["b", "a", "b"], np.array([1.0, 4.0, 3.0]))
+    array([4., 2.])
+    >>> person_means(["a", None], np.array([1.0, 2.0])) is None, person_means(["a", "b"], np.array([1.0, 2.0])) is None
+    (True, True)
+    """
+    if not people or not all(people) or len(set(people)) == len(people):
+        return None
+    order = {who: i for i, who in enumerate(sorted(set(people)))}
+    index = np.array([order[who] for who in people])
+    return np.bincount(index, errors) / np.bincount(index)
+
+
 def score(records: list[dict], samples: list) -> dict[str, Any]:
     """MAE (to the centre for intervals) and bias, the error to the label or its interval (0 inside;
     ``mae_interval``, also by person where the set names people), in-group rate, MAE for ages 0-12
@@ -196,13 +212,10 @@ def score(records: list[dict], samples: list) -> dict[str, Any]:
     out["mae"] = float(np.mean(np.abs(est - true)))
     out["bias"] = float(np.mean(est - true))
     out["mae_interval"] = float(np.mean(np.abs(to_interval)))
-    people = [s.meta.get("person") for _, s in found]
-    if all(people) and len(set(people)) < len(people):
-        per = {}
-        for who, e in zip(people, np.abs(to_interval)):
-            per.setdefault(who, []).append(e)
-        out["people"] = len(per)
-        out["mae_interval_by_person"] = float(np.mean([np.mean(v) for v in per.values()]))
+    per_person = person_means([s.meta.get("person") for _, s in found], np.abs(to_interval))
+    if per_person is not None:
+        out["people"] = len(per_person)
+        out["mae_interval_by_person"] = float(np.mean(per_person))
     if any(s.interval for _, s in found):
         out["in_group"] = float(np.mean((est >= lo - 0.5) & (est <= hi + 0.5)))
     else:
@@ -275,10 +288,9 @@ def paired_difference(doc: dict[str, Any], a: str, b: str, boot: int = 2000, see
         lo, hi = np.array([ph["bounds"][i] for i in keep], dtype=float).T
         err = [np.abs(est - np.clip(est, lo, hi)) for est in (np.array([e[i] for i in keep]) for e in (ea, eb))]
         people = [ph["person"][i] for i in keep] if ph["person"] else None
-        if people and len(set(people)) < len(people):
-            names = sorted(set(people))
-            index = np.array([names.index(p) for p in people])
-            err = [np.bincount(index, e) / np.bincount(index) for e in err]
+        by_person = [person_means(people, e) for e in err]
+        if by_person[0] is not None:  # the units are people, as held_out_mean counts them
+            err = by_person
         units_of[set_name] = len(err[0])
         draws = rng.integers(0, len(err[0]), (boot, len(err[0])))
         by_source.setdefault(source, []).append((float(err[0].mean()), float(err[1].mean()), (err[1] - err[0])[draws].mean(axis=1)))
