@@ -442,10 +442,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="the held-out mean of model B minus A on the same photos, with a 95%% bootstrap interval over people "
                          "(photos where a set names none); repeatable; works with --render on a JSON that kept per-photo estimates")
     args = ap.parse_args(argv)
+    inputs = [x for x in [args.render, *args.merge] if x is not None]
+    if args.json and any(args.json.resolve() == x.resolve() for x in inputs):
+        ap.error(f"--json {args.json}: it is a JSON this run reads (--render / --merge); write to another file")
     if args.render:
-        old = json.loads(args.render.read_text())
+        old = read_doc(args.render, "--render")
         for earlier in args.merge:
-            old = merge(old, json.loads(earlier.read_text()), earlier)
+            old = merge(old, read_doc(earlier, "--merge"), earlier)
         old["paired"] = paired(old, args.paired) or old.get("paired", [])
         if args.json:
             benchlib.write_json(args.json, old, indent=None)
@@ -497,11 +500,22 @@ def main(argv: list[str] | None = None) -> None:
            "results": results, "temperatures": {k: v for k, v in temps.items() if v},
            "degradations": {k: v for k, v in shifts.items() if v}, "photos": photos, "estimates": per_photo}
     for earlier in args.merge:
-        doc = merge(doc, json.loads(earlier.read_text()), earlier)
+        doc = merge(doc, read_doc(earlier, "--merge"), earlier)
     doc["paired"] = paired(doc, args.paired)
     if args.json:
         benchlib.write_json(args.json, doc, indent=None)
     report(doc, robustness, args.results)
+
+
+def read_doc(path: Path, option: str) -> dict[str, Any]:
+    """A JSON this script wrote, read for ``option`` (``--render``, ``--merge``); a missing or broken file ends the run
+    with one line (:func:`dldl.release.read_json`)."""
+    from dldl.release import read_json
+
+    try:
+        return read_json(path, option)
+    except DldlError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 MERGED = ("results", "sources", "temperatures", "degradations", "photos", "estimates")

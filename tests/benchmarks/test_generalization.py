@@ -92,3 +92,14 @@ def test_paired_difference_by_person_on_sources_neither_saw():
         g.paired_difference({**doc, "sources": {**doc["sources"], "c": {"seen": []}}}, "a", "c")
     with pytest.raises(ValueError, match="sources a saw are unknown"):
         g.paired_difference({**doc, "sources": {"a": {"seen": None}, "b": {"seen": []}}}, "a", "b")
+
+
+def test_render_refuses_a_missing_input_and_writing_over_one(tmp_path, capsys):
+    doc = tmp_path / "run.json"
+    doc.write_text('{"per_set": 0, "results": {}}\n')
+    before = doc.read_bytes()
+    with pytest.raises(SystemExit, match=r"^error: --render .*absent.json: file not found$"):
+        g.main(["--render", str(tmp_path / "absent.json")])
+    with pytest.raises(SystemExit) as e:
+        g.main(["--render", str(doc), "--json", str(doc)])
+    assert e.value.code == 2 and "--json" in capsys.readouterr().err and doc.read_bytes() == before
